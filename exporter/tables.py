@@ -1,0 +1,64 @@
+"""Table layouts shared by the scheduler-side kit (which writes them) and the sidecar (which reads).
+
+`job_execution` is the layout Aegis Stack apps already write, so the sidecar serves their tables
+unchanged. Our recorder adds a few columns (`run_id`, `host`, `pid`, `scheduler_id`) that the
+reader uses when present and does without when absent. Timestamps are naive UTC, as Aegis writes
+them. This module imports nothing but SQLAlchemy so both halves can depend on it.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+JOB_STATUSES = ("running", "success", "failed", "missed", "skipped")
+"""`skipped` is ours: a run dropped because max_instances was reached."""
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def history_table(
+    metadata: sa.MetaData, name: str = "job_execution", schema: str | None = None
+) -> sa.Table:
+    """The execution-history table: one row per run, inserted `running`, updated when done."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", _ID, primary_key=True, autoincrement=True),
+        sa.Column("job_id", sa.String(191), nullable=False),
+        sa.Column("job_name", sa.String(255)),
+        sa.Column("scheduled_run_time", sa.DateTime()),
+        sa.Column("started_at", sa.DateTime()),
+        sa.Column("finished_at", sa.DateTime()),
+        sa.Column("duration_ms", sa.Float()),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("error_message", sa.Text()),
+        sa.Column("traceback", sa.Text()),
+        # Ours, optional for readers: the recorder's key for updating a row it inserted, and
+        # where the run happened.
+        sa.Column("run_id", sa.String(36), unique=True),
+        sa.Column("host", sa.String(255)),
+        sa.Column("pid", sa.Integer()),
+        sa.Column("scheduler_id", sa.String(191)),
+        sa.Index(f"ix_{name}_job_id_id", "job_id", "id"),
+        sa.Index(f"ix_{name}_status", "status"),
+        schema=schema,
+    )
+
+
+def heartbeat_table(
+    metadata: sa.MetaData, name: str = "scheduler_heartbeat", schema: str | None = None
+) -> sa.Table:
+    """One row per scheduler process, upserted every few seconds by the kit."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("scheduler_id", sa.String(191), primary_key=True),
+        sa.Column("host", sa.String(255)),
+        sa.Column("pid", sa.Integer()),
+        sa.Column("state", sa.String(16), nullable=False),  # running | paused | stopped
+        sa.Column("started_at", sa.DateTime()),
+        sa.Column("last_seen", sa.DateTime(), nullable=False),
+        sa.Column("version", sa.String(64)),
+        schema=schema,
+    )

@@ -1,0 +1,88 @@
+"""Shared fixtures: real databases for every test that needs one.
+
+Each test gets its own database (a fresh SQLite file, or a freshly created PostgreSQL / MariaDB
+database on the servers of the machine), so tests never see each other's rows. A server that is
+not reachable skips the test with the reason, except under ``CI=true`` where it fails: CI must
+never go green having silently tested nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+IN_CI = os.environ.get("CI") == "true"
+
+PG_ADMIN_URL = os.environ.get(
+    "JOBSTORE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+MARIADB_ADMIN_URL = os.environ.get(
+    "JOBSTORE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
+
+
+def need_server(reason: str) -> None:
+    """Skip (locally) or fail (in CI) because a server the test needs is absent."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: servers are required)", pytrace=False)
+    pytest.skip(reason)
+
+
+@dataclass(frozen=True)
+class Database:
+    """A throwaway database for one test: ``url`` is what an app or the exporter is given."""
+
+    kind: str  # "sqlite", "postgresql" or "mariadb"
+    url: str
+
+    def engine(self) -> sa.Engine:
+        """A plain read-write engine, for tests that arrange data."""
+        return sa.create_engine(self.url)
+
+
+def _server_database(kind: str, admin_url: str) -> Iterator[Database]:
+    name = f"jse_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "server not usable here"
+        need_server(f"{kind} server not reachable at {admin_url}: {str(exc).splitlines()[0]}")
+    url = sa.make_url(admin_url).set(database=name)
+    try:
+        yield Database(kind, url.render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            if kind == "postgresql":
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Database:
+    return Database("sqlite", f"sqlite:///{tmp_path / 'app.sqlite'}")
+
+
+@pytest.fixture
+def pg_db() -> Iterator[Database]:
+    yield from _server_database("postgresql", PG_ADMIN_URL)
+
+
+@pytest.fixture
+def mariadb_db() -> Iterator[Database]:
+    yield from _server_database("mariadb", MARIADB_ADMIN_URL)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def any_db(request: pytest.FixtureRequest) -> Database:
+    """The same test on SQLite, PostgreSQL and MariaDB."""
+    fixture = {"sqlite": "sqlite_db", "postgresql": "pg_db", "mariadb": "mariadb_db"}
+    return request.getfixturevalue(fixture[request.param])
