@@ -8,7 +8,12 @@ never go green having silently tested nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,3 +91,82 @@ def any_db(request: pytest.FixtureRequest) -> Database:
     """The same test on SQLite, PostgreSQL and MariaDB."""
     fixture = {"sqlite": "sqlite_db", "postgresql": "pg_db", "mariadb": "mariadb_db"}
     return request.getfixturevalue(fixture[request.param])
+
+
+# --- A private PostgreSQL cluster, for tests that stop and restart the database ---------------
+
+
+@dataclass
+class PrivatePostgres:
+    """A cluster only this test uses: stopping it never disturbs the machine's shared server."""
+
+    data_dir: Path
+    port: int
+    socket_dir: Path
+    bindir: Path
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _pg_ctl(self, *args: str) -> None:
+        command = [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), *args]
+        subprocess.run(_as_postgres(command), check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"
+        self._pg_ctl("-o", options, "-l", str(self.data_dir.parent / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "immediate", "-w", "stop")
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root; CI and these machines run tests as root.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *command]
+    return command
+
+
+def _postgres_bindir() -> Path | None:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    return next((c for c in candidates if (c / "initdb").exists()), None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    bindir = _postgres_bindir()
+    if bindir is None:
+        need_server("PostgreSQL server binaries (initdb, pg_ctl) not installed")
+        raise AssertionError  # unreachable: need_server skips or fails
+    base = Path(tempfile.mkdtemp(prefix="jse-pg-"))
+    base.chmod(0o755)
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    cluster = PrivatePostgres(base / "data", free_port(), base, bindir)
+    try:
+        subprocess.run(
+            _as_postgres(
+                [str(bindir / "initdb"), "-D", str(cluster.data_dir), "-U", "postgres", "-A",
+                 "trust", "--no-sync"]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        cluster.start()
+    except (subprocess.CalledProcessError, OSError) as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        need_server(f"cannot start a private PostgreSQL cluster: {exc}")
+    try:
+        yield cluster
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
