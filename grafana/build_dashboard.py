@@ -681,7 +681,8 @@ def stuck_overdue() -> list[Json]:
         table(
             "Past-due jobs",
             "Active jobs whose next fire time has passed, with their misfire grace. Past the "
-            "grace they count as overdue.",
+            "grace they count as overdue; up to one poll interval past due is normal between "
+            "polls.",
             [
                 ("Past due by", f"-({delta} < 0)", "value"),
                 (
