@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -860,7 +861,7 @@ def exporter_health() -> list[Json]:
     ]
 
 
-ROWS: list[tuple[str, Any]] = [
+ROWS: list[tuple[str, Callable[[], list[Json]]]] = [
     ("Scheduler", scheduler_card),
     ("Backups", backups),
     ("Runs and failures", runs),

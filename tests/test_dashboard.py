@@ -678,6 +678,7 @@ def test_job_ids_are_never_called_job(item: tuple[dict, dict]) -> None:
 # --- Grafana's JSON schemas -----------------------------------------------------------------
 
 
+@cache
 def schema_validator(name: str, definition: str | None = None) -> Any:
     try:
         import jsonschema
