@@ -1,0 +1,322 @@
+"""What an APScheduler 3 trigger means: its kind, its schedule in words, and its last fire time.
+
+The words end up in the ``schedule`` label of ``apscheduler_job_info`` and in the CLI, so they
+must be short, on one line, stable from poll to poll and never wrong: a schedule that does not
+fit a plain phrase is printed as its cron fields instead of being approximated. Clock times
+always name their zone, because a job store is often read from a machine in another zone.
+
+``previous_fire_time`` feeds ``apscheduler_job_expected_run_timestamp_seconds``: compared with
+the last recorded run it reveals a run that never happened (a 02:00 backup skipped across a
+restart leaves no trace anywhere else), so it must be exact at the boundaries and cheap enough to
+run for every job at every poll.
+
+Only public trigger attributes and ``get_next_fire_time`` are used: the triggers come out of a
+restricted decoder and may be older or newer 3.x versions than the one installed here.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, time, timedelta, tzinfo
+from typing import Any
+
+from exporter.cron_words import clock, cron_text
+
+__all__ = ["describe", "previous_fire_time", "trigger_kind"]
+
+_KINDS = {
+    "CronTrigger": "cron",
+    "IntervalTrigger": "interval",
+    "DateTrigger": "date",
+    "AndTrigger": "and",
+    "OrTrigger": "or",
+}
+_MAX_LABEL = 160
+_EPOCH_FLOOR = 2 * 86400  # cron years start at 1970; stay clear of it in every zone
+_AND_ROUNDS = 256  # an And whose parts agree less often than this gives up (None)
+_STEPS = 100_000  # hard cap on any forward walk
+_STARTERS = {"Cron:", "Daily", "Every", "Hourly", "Monthly", "Once", "Weekdays", "Weekends",
+             "Weekly", "Yearly"}  # fmt: skip
+
+
+def trigger_kind(trigger: object) -> str:
+    """The ``trigger`` label value: matched by class name so decoder stand-ins classify too."""
+    for cls in type(trigger).__mro__:
+        if cls.__name__ in _KINDS:
+            return _KINDS[cls.__name__]
+    return "other"
+
+
+def describe(trigger: object) -> str:
+    """The schedule in words; never raises, since one odd job must not break a whole poll."""
+    if trigger is None:
+        return "unknown"
+    try:
+        text = _describe(trigger)
+    except Exception:
+        text = None
+    if not text:
+        try:
+            text = str(trigger)
+        except Exception:
+            text = "unknown"
+    text = " ".join(text.split())  # a label is one line
+    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 3] + "..."
+
+
+def previous_fire_time(trigger: object, now: datetime) -> datetime | None:
+    """The latest fire time the trigger implies at or before ``now``, or None if there is none.
+
+    Jitter is ignored (the nominal time is what a run must not be earlier than). A naive ``now``
+    is taken as UTC. Triggers this module does not know, and combinations that cannot be solved
+    within a bounded effort, give None rather than a guess.
+    """
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    try:
+        found = _latest(trigger, now.astimezone(UTC))
+    except (ArithmeticError, AttributeError, TypeError, ValueError):
+        return None
+    if found is None:
+        return None
+    zone = getattr(trigger, "timezone", None)
+    return found.astimezone(zone if isinstance(zone, tzinfo) else UTC)
+
+
+# --- previous_fire_time -------------------------------------------------------------------
+
+
+def _latest(trigger: Any, now: datetime) -> datetime | None:
+    """Dispatch on the trigger kind; ``now`` and the result are in UTC."""
+    kind = trigger_kind(trigger)
+    if kind == "cron":
+        return _cron_latest(_without_jitter(trigger), now)
+    if kind == "interval":
+        return _interval_latest(trigger, now)
+    if kind == "date":
+        run_date = trigger.run_date.astimezone(UTC)
+        return run_date if run_date <= now else None
+    if kind == "or":
+        found = [f for f in (_latest(t, now) for t in trigger.triggers) if f is not None]
+        return max(found, default=None)
+    if kind == "and":
+        return _and_latest(list(trigger.triggers), now)
+    if type(trigger).__name__ == "CalendarIntervalTrigger":
+        return _calendar_latest(_without_jitter(trigger), now)
+    return None
+
+
+def _without_jitter(trigger: Any) -> Any:
+    """A copy without jitter, so probing ``get_next_fire_time`` yields nominal times."""
+    if not getattr(trigger, "jitter", None):
+        return trigger
+    clone = copy.copy(trigger)
+    clone.jitter = None
+    return clone
+
+
+def _cron_latest(trigger: Any, now: datetime) -> datetime | None:
+    """Search backwards with ``get_next_fire_time`` as the probe.
+
+    ``first(t)``, the first fire at or after ``t``, never decreases as ``t`` grows, so the answer
+    is ``first(t)`` for the largest whole second ``t`` with ``first(t) <= now``. A window that
+    doubles backwards from ``now`` finds a ``t`` that qualifies, bisection then finds the
+    largest: about two probes per doubling of the gap to the answer, whether the cron fires
+    every second or last fired ten years ago. One probe from the floor answers "never".
+    """
+
+    def first(second: int) -> datetime | None:
+        found = trigger.get_next_fire_time(None, datetime.fromtimestamp(second, UTC))
+        return None if found is None else found.astimezone(UTC)
+
+    def fits(found: datetime | None) -> bool:
+        return found is not None and found <= now
+
+    high = int(now.timestamp() // 1)
+    floor = min(_EPOCH_FLOOR, high)
+    best = first(floor)
+    if not fits(best):
+        return None
+    good, bad, width = floor, None, 1
+    while high - width + 1 > floor:
+        probe = first(high - width + 1)
+        if fits(probe):
+            good, best = high - width + 1, probe
+            break
+        bad = high - width + 1
+        width *= 2
+    while bad is not None and bad - good > 1:
+        middle = (good + bad) // 2
+        probe = first(middle)
+        if fits(probe):
+            good, best = middle, probe
+        else:
+            bad = middle
+    return best
+
+
+def _interval_latest(trigger: Any, now: datetime) -> datetime | None:
+    """Fires are ``start_date + k * interval`` in absolute time: pure arithmetic, in UTC.
+
+    (Subtracting two datetimes that share a ZoneInfo compares wall clocks, hence UTC first.)
+    """
+    start = trigger.start_date.astimezone(UTC)
+    step = trigger.interval if trigger.interval > timedelta(0) else timedelta(seconds=1)
+    limit = now
+    if trigger.end_date is not None:
+        limit = min(limit, trigger.end_date.astimezone(UTC))
+    if limit < start:
+        return None
+    return start + ((limit - start) // step) * step
+
+
+def _and_latest(triggers: list[Any], now: datetime) -> datetime | None:
+    """Walk back until every part agrees; each round moves to the earliest of their answers.
+
+    No common fire lies between the earliest answer and ``now`` (that part does not fire
+    there), so the walk never skips one. APScheduler's own ``AndTrigger.get_next_fire_time``
+    is not used: it can loop forever (parts that disagree once a previous fire time is given,
+    or a date part already in the past).
+    """
+    if not triggers:
+        return None
+    moment = now
+    for _ in range(_AND_ROUNDS):
+        found = [_latest(t, moment) for t in triggers]
+        if any(f is None for f in found):
+            return None
+        times = [f for f in found if f is not None]
+        if min(times) == max(times):
+            return times[0]
+        moment = min(times)
+    return None
+
+
+def _calendar_latest(trigger: Any, now: datetime) -> datetime | None:
+    """Follow the calendar chain from the first fire, jumping ahead when it is day-based.
+
+    Months and years keep the day of the month and skip months without it, so a chain step is
+    at least a month and a walk over decades stays short. A chain of days or weeks is jumped to
+    just before ``now`` by date arithmetic, then walked the last few steps (which also honours
+    dates dropped by a DST gap and ``end_date``).
+    """
+    zone = trigger.timezone
+    current = trigger.get_next_fire_time(None, now)
+    if current is None or current.astimezone(UTC) > now:
+        return None
+    step = int(trigger.days) + 7 * int(trigger.weeks)
+    if not trigger.years and not trigger.months and step > 0:
+        first_day = current.astimezone(zone).date()
+        jumps = (now.astimezone(zone).date() - first_day).days // step - 3
+        if jumps > 0:
+            anchor = datetime.combine(first_day + timedelta(days=jumps * step), time(12), zone)
+            jumped = trigger.get_next_fire_time(anchor, now)
+            if jumped is not None and jumped.astimezone(UTC) <= now:
+                current = jumped
+    last = None
+    for _ in range(_STEPS):
+        if current is None or current.astimezone(UTC) > now:
+            break
+        last = current
+        current = trigger.get_next_fire_time(current, now)
+    return None if last is None else last.astimezone(UTC)
+
+
+# --- describe -----------------------------------------------------------------------------
+
+
+def _describe(trigger: Any) -> str | None:
+    kind = trigger_kind(trigger)
+    if kind == "cron":
+        return _describe_cron(trigger)
+    if kind == "interval":
+        return "Every " + _duration(trigger.interval)
+    if kind == "date":
+        run_date = trigger.run_date
+        return f"Once at {run_date:%Y-%m-%d} {clock(run_date.time())} {zone_name(run_date.tzinfo)}"
+    if kind in ("and", "or"):
+        parts = [
+            f"({describe(t)})" if trigger_kind(t) in ("and", "or") else describe(t)
+            for t in trigger.triggers
+        ]
+        parts[1:] = [_lower_first(part) for part in parts[1:]]
+        return f" {kind} ".join(parts) or None
+    if type(trigger).__name__ == "CalendarIntervalTrigger":
+        return _describe_calendar(trigger)
+    return None
+
+
+def _lower_first(text: str) -> str:
+    """``Daily at 02:00 UTC and hourly at :00``: our own phrases continue in lower case."""
+    first = text.lstrip("(").split(" ", 1)[0]
+    if first in _STARTERS:
+        return text.replace(first, first.lower(), 1)
+    return text
+
+
+def zone_name(zone: tzinfo | None) -> str:
+    """``Europe/Berlin`` for named zones, ``UTC`` or ``UTC+02:00`` for fixed offsets."""
+    if zone is None:
+        return "local time"
+    for attribute in ("key", "zone"):  # ZoneInfo, pytz
+        name = getattr(zone, attribute, None)
+        if isinstance(name, str) and name:
+            return name
+    offset = zone.utcoffset(None)
+    if offset is None:
+        return zone.tzname(None) or str(zone)
+    if not offset:
+        return "UTC"
+    sign, offset = ("-", -offset) if offset < timedelta(0) else ("+", offset)
+    minutes, seconds = divmod(int(offset.total_seconds()), 60)
+    text = f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    return text + (f":{seconds:02d}" if seconds else "")
+
+
+def _plural(count: int | float, unit: str) -> str:
+    return f"{count} {unit}" + ("" if count == 1 else "s")
+
+
+def _duration(interval: timedelta) -> str:
+    """``day``, ``6 hours``, ``90 seconds``, ``1 day 12 hours``: the units that read best."""
+    total = interval.total_seconds()
+    if total != int(total) or total <= 0:
+        return f"{max(total, 0):g} seconds"
+    rest = int(total)
+    whole = [("week", 604800), ("day", 86400)] if rest >= 86400 else [("hour", 3600)]
+    if rest < 7200:
+        whole.append(("minute", 60))
+    for unit, size in whole:
+        if rest % size == 0:
+            return unit if rest == size else _plural(rest // size, unit)
+    if rest < 120:
+        return "second" if rest == 1 else _plural(rest, "second")
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(_plural(count, unit))
+    return " ".join(parts)
+
+
+def _describe_calendar(trigger: Any) -> str:
+    """``Every 2 months at 04:00 UTC``; the time of day is read off the first fire time."""
+    units = [("year", trigger.years), ("month", trigger.months), ("week", trigger.weeks),
+             ("day", trigger.days)]  # fmt: skip
+    counted = [(unit, int(n)) for unit, n in units if n]
+    if len(counted) == 1 and counted[0][1] == 1:
+        when = counted[0][0]
+    else:
+        when = " ".join(_plural(n, unit) for unit, n in counted)
+    zone = trigger.timezone
+    first = _without_jitter(trigger).get_next_fire_time(None, datetime.now(zone))
+    if first is None:
+        return f"Every {when} ({zone_name(zone)})"
+    return f"Every {when} at {clock(first.astimezone(zone).time())} {zone_name(zone)}"
+
+
+def _describe_cron(trigger: Any) -> str:
+    """Phrase the cron fields, or list them when no phrase says exactly the same thing."""
+    texts = {str(field.name): str(field).strip() for field in trigger.fields}
+    zone = zone_name(trigger.timezone)
+    return cron_text(texts, zone)
