@@ -1,0 +1,299 @@
+"""Renders snapshots as Prometheus metric families, fresh on every collection.
+
+A custom collector rather than module-level Gauge objects: families are built from the current
+snapshots each time, so a job that left the store disappears from every series at once, and no
+code path can forget to remove a label set (the classic stale-series bug of exporters that mutate
+shared metric objects). ``*_delta_seconds`` is computed at scrape time from the scrape clock.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from exporter import __version__
+from exporter.snapshot import SOURCES, JobRuns, StoreSnapshot, overdue_jobs
+from exporter.sources.history import BUCKETS, FINISHED
+
+JOBSTORE = ["jobstore"]
+PER_JOB = ["jobstore", "job_id"]
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class SnapshotCollector(Collector):
+    """Yields every metric family of the contract from the latest snapshots."""
+
+    def __init__(
+        self,
+        snapshots: Callable[[], Iterable[StoreSnapshot]],
+        *,
+        default_grace: float = 60.0,
+        heartbeat_timeout: float = 30.0,
+        backup_job_ids: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.snapshots = snapshots
+        self.default_grace = default_grace
+        self.heartbeat_timeout = heartbeat_timeout
+        self.backup_job_ids = dict(backup_job_ids or {})
+        self.clock = clock
+        self._build_labels = [
+            __version__,
+            platform.python_version(),
+            _dist_version("apscheduler"),
+            _dist_version("sqlalchemy"),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        snapshots = list(self.snapshots())
+        now = self.clock()
+        yield from self._jobstore(snapshots, now)
+        yield from self._history(snapshots)
+        yield from self._backups(snapshots)
+        yield from self._heartbeats(snapshots, now)
+        yield from self._self_metrics(snapshots)
+
+    def _jobstore(self, snapshots: list[StoreSnapshot], now: float) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "apscheduler_up", "1 if the last poll of the job store succeeded", labels=JOBSTORE
+        )
+        jobs = GaugeMetricFamily(
+            "apscheduler_jobs", "Jobs in the store by state", labels=["jobstore", "state"]
+        )
+        info = GaugeMetricFamily(
+            "apscheduler_job_info",
+            "Always 1; describes a job",
+            labels=["jobstore", "job_id", "name", "trigger", "schedule", "executor"],
+        )
+        paused = GaugeMetricFamily(
+            "apscheduler_job_paused", "1 if the job is paused", labels=PER_JOB
+        )
+        next_run = GaugeMetricFamily(
+            "apscheduler_job_next_run_timestamp_seconds",
+            "Next fire time (Unix seconds); absent when paused",
+            labels=PER_JOB,
+        )
+        delta = GaugeMetricFamily(
+            "apscheduler_job_next_run_delta_seconds",
+            "Next fire time minus now at scrape time; negative when overdue",
+            labels=PER_JOB,
+        )
+        grace = GaugeMetricFamily(
+            "apscheduler_job_misfire_grace_seconds",
+            "The job's misfire_grace_time; absent when unlimited",
+            labels=PER_JOB,
+        )
+        overdue = GaugeMetricFamily(
+            "apscheduler_jobs_overdue",
+            "Active jobs whose next fire time is further in the past than their grace",
+            labels=JOBSTORE,
+        )
+        for snap in snapshots:
+            store = snap.jobstore
+            up.add_metric([store], 1.0 if snap.up else 0.0)
+            if not snap.ever_succeeded:
+                continue  # nothing known yet: no job series rather than invented zeros
+            jobs.add_metric([store, "active"], snap.active_jobs)
+            jobs.add_metric([store, "paused"], snap.paused_jobs)
+            overdue.add_metric([store], len(overdue_jobs(snap, self.default_grace)))
+            for job in snap.jobs:
+                labels = [store, job.id]
+                info.add_metric(
+                    [store, job.id, job.name, job.trigger, job.schedule, job.executor], 1.0
+                )
+                paused.add_metric(labels, 1.0 if job.paused else 0.0)
+                if job.next_run_time is not None:
+                    next_run.add_metric(labels, job.next_run_time)
+                    delta.add_metric(labels, job.next_run_time - now)
+                if job.misfire_grace_time is not None:
+                    grace.add_metric(labels, job.misfire_grace_time)
+        yield from (up, jobs, info, paused, next_run, delta, grace, overdue)
+
+    def _history(self, snapshots: list[StoreSnapshot]) -> Iterator[Metric]:
+        """Per-job run metrics, for jobs in the store only (a deleted job leaves every series)."""
+        up = GaugeMetricFamily(
+            "apscheduler_history_up",
+            "1 if the last poll of the history table succeeded",
+            labels=JOBSTORE,
+        )
+        runs = CounterMetricFamily(
+            "apscheduler_job_runs",
+            "Finished runs by status, counted since the exporter started",
+            labels=["jobstore", "job_id", "status"],
+        )
+        duration = HistogramMetricFamily(
+            "apscheduler_job_run_duration_seconds",
+            "Duration of finished runs (success and failed)",
+            labels=PER_JOB,
+        )
+        gauges = {
+            name: GaugeMetricFamily(f"apscheduler_job_{name}", text, labels=PER_JOB)
+            for name, text in (
+                ("last_run_success", "1 if the most recent finished run succeeded, 0 if it failed"),
+                ("last_run_duration_seconds", "Duration of the most recent finished run"),
+                ("last_success_timestamp_seconds", "End of the most recent successful run"),
+                ("last_failure_timestamp_seconds", "End of the most recent failed run"),
+                ("consecutive_failures", "Failed runs since the last success"),
+                ("last_run_delay_seconds", "Actual start minus scheduled time of the latest run"),
+                ("running", "Runs started and not yet finished"),
+                ("running_since_timestamp_seconds", "Start of the oldest unfinished run"),
+                ("expected_run_timestamp_seconds", "Latest fire time the trigger implies"),
+            )
+        }
+        for snap in snapshots:
+            store = snap.jobstore
+            up.add_metric([store], 1.0 if snap.source_ok("history") else 0.0)
+            expected = gauges["expected_run_timestamp_seconds"]
+            for job in snap.jobs:
+                if job.previous_fire_time is not None:
+                    expected.add_metric([store, job.id], job.previous_fire_time)
+            if snap.history is None or not snap.ever_succeeded:
+                continue
+            by_job = {item.job_id: item for item in snap.history}
+            for job in snap.jobs:
+                stats = by_job.get(job.id) or _NO_RUNS
+                labels = [store, job.id]
+                for status in FINISHED:
+                    runs.add_metric([store, job.id, status], stats.runs.get(status, 0))
+                duration.add_metric(labels, _cumulative(stats), stats.duration_sum)
+                _add(gauges["last_run_success"], labels, stats.last_run_success)
+                _add(gauges["last_run_duration_seconds"], labels, stats.last_run_duration)
+                _add(gauges["last_success_timestamp_seconds"], labels, stats.last_success)
+                _add(gauges["last_failure_timestamp_seconds"], labels, stats.last_failure)
+                _add(gauges["consecutive_failures"], labels, stats.consecutive_failures)
+                _add(gauges["last_run_delay_seconds"], labels, stats.last_run_delay)
+                _add(gauges["running"], labels, stats.running)
+                _add(gauges["running_since_timestamp_seconds"], labels, stats.running_since)
+        yield from (up, runs, duration, *gauges.values())
+
+    def _backups(self, snapshots: list[StoreSnapshot]) -> Iterator[Metric]:
+        """Backup results, from the history rows of each store's backup job."""
+        families = {
+            name: GaugeMetricFamily(f"apscheduler_backup_{name}", text, labels=JOBSTORE)
+            for name, text in (
+                ("last_run_success", "1 if the latest backup run succeeded"),
+                ("last_success_timestamp_seconds", "End of the latest successful backup"),
+                ("last_failure_timestamp_seconds", "End of the latest failed backup"),
+                ("last_duration_seconds", "Duration of the latest backup run"),
+            )
+        }
+        for snap in snapshots:
+            job_id = self.backup_job_ids.get(snap.jobstore, "database_backup")
+            stats = next((s for s in snap.history or () if s.job_id == job_id), None)
+            if stats is None:
+                continue
+            labels = [snap.jobstore]
+            _add(families["last_run_success"], labels, stats.last_run_success)
+            _add(families["last_success_timestamp_seconds"], labels, stats.last_success)
+            _add(families["last_failure_timestamp_seconds"], labels, stats.last_failure)
+            _add(families["last_duration_seconds"], labels, stats.last_run_duration)
+        yield from families.values()
+
+    def _heartbeats(self, snapshots: list[StoreSnapshot], now: float) -> Iterator[Metric]:
+        last = GaugeMetricFamily(
+            "apscheduler_scheduler_last_heartbeat_timestamp_seconds",
+            "Last heartbeat of one scheduler process",
+            labels=["jobstore", "scheduler"],
+        )
+        running = GaugeMetricFamily(
+            "apscheduler_scheduler_running",
+            "1 if the scheduler reports running and its heartbeat is fresh",
+            labels=["jobstore", "scheduler"],
+        )
+        for snap in snapshots:
+            for beat in snap.heartbeats:
+                labels = [snap.jobstore, beat.scheduler]
+                last.add_metric(labels, beat.last_seen)
+                fresh = now - beat.last_seen <= self.heartbeat_timeout
+                running.add_metric(labels, 1.0 if beat.state == "running" and fresh else 0.0)
+        yield from (last, running)
+
+    def _self_metrics(self, snapshots: list[StoreSnapshot]) -> Iterator[Metric]:
+        build = GaugeMetricFamily(
+            "jobstore_exporter_build_info",
+            "Always 1; versions of the exporter and what it runs on",
+            labels=["version", "python_version", "apscheduler_version", "sqlalchemy_version"],
+        )
+        build.add_metric(self._build_labels, 1.0)
+        duration = GaugeMetricFamily(
+            "jobstore_exporter_poll_duration_seconds",
+            "Duration of the last poll of each source",
+            labels=["jobstore", "source"],
+        )
+        last_ok = GaugeMetricFamily(
+            "jobstore_exporter_last_poll_success_timestamp_seconds",
+            "When each source was last read successfully",
+            labels=["jobstore", "source"],
+        )
+        errors = CounterMetricFamily(
+            "jobstore_exporter_poll_errors",
+            "Failed polls of each source",
+            labels=["jobstore", "source"],
+        )
+        undecodable = GaugeMetricFamily(
+            "jobstore_exporter_undecodable_jobs",
+            "Rows whose job_state could not be decoded safely",
+            labels=JOBSTORE,
+        )
+        for snap in snapshots:
+            for source in SOURCES:
+                status = snap.sources.get(source)
+                if status is None:
+                    continue
+                labels = [snap.jobstore, source]
+                duration.add_metric(labels, status.duration)
+                errors.add_metric(labels, status.errors_total)
+                if status.last_success is not None:
+                    last_ok.add_metric(labels, status.last_success)
+            undecodable.add_metric([snap.jobstore], snap.undecodable)
+        yield from (build, duration, last_ok, errors, undecodable)
+
+
+_NO_RUNS = JobRuns(
+    job_id="",
+    runs={},
+    bucket_counts=(0,) * (len(BUCKETS) + 1),
+    duration_sum=0.0,
+    duration_count=0,
+)
+
+
+def _cumulative(stats: JobRuns) -> list[tuple[str, float]]:
+    """Per-bucket counts to the cumulative ``le`` buckets Prometheus expects."""
+    total = 0
+    buckets = []
+    for bound, count in zip((*BUCKETS, math.inf), stats.bucket_counts, strict=True):
+        total += count
+        buckets.append(("+Inf" if bound == math.inf else repr(bound), float(total)))
+    return buckets
+
+
+def _add(family: GaugeMetricFamily, labels: list[str], value: float | bool | None) -> None:
+    if value is not None:
+        family.add_metric(labels, float(value))
+
+
+def build_registry(collector: SnapshotCollector) -> CollectorRegistry:
+    """Our collector plus the standard ``process_*`` metrics (memory, CPU, open files)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    return registry

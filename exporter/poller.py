@@ -1,0 +1,164 @@
+"""Polls one job store's sources and publishes a new immutable snapshot each time.
+
+The poller owns everything stateful about reading (engine, decode cache, history cursor, error
+counts, backoff) so the snapshot it publishes can stay a plain value. Each source is read in turn
+over one short-lived connection and succeeds or fails on its own. When a source fails, the
+previous snapshot's data for it is kept, the source is marked down, the error is counted and
+logged as one line, and (for the job store) the next attempt waits longer, capped; the first poll
+that succeeds after an outage publishes fresh data and resets the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import sqlalchemy as sa
+
+from exporter.config import StoreConfig
+from exporter.db import describe_error, reader_engine
+from exporter.snapshot import SourceStatus, StoreSnapshot
+from exporter.sources.heartbeats import HeartbeatSource
+from exporter.sources.history import HistorySource
+from exporter.sources.jobs import JobStoreSource
+
+log = logging.getLogger(__name__)
+
+REPEAT_LOG_EVERY = 600.0
+"""An optional source that keeps failing the same way is logged again only this often."""
+
+Reader = Callable[[sa.Connection, float], dict[str, Any]]
+
+
+class StorePoller:
+    """Reads one store on demand (``poll``) or forever (``run``)."""
+
+    def __init__(
+        self,
+        store: StoreConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        engine: sa.Engine | None = None,
+        heartbeat_forget_after: float = 3600.0,
+        with_history: bool = True,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.engine = engine or reader_engine(store.url, store.statement_timeout)
+        jobs = JobStoreSource(store)
+        self.readers: dict[str, Reader] = {"jobs": self._read_jobs(jobs)}
+        if with_history:
+            history = HistorySource(store)
+            beats = HeartbeatSource(store, heartbeat_forget_after)
+            self.readers["history"] = self._read_history(history)
+            self.readers["heartbeats"] = lambda conn, now: {"heartbeats": beats.read(conn, now)}
+        self.snapshot = StoreSnapshot(jobstore=store.name, taken_at=clock())
+        self.failures_in_row = 0
+        self._last_logged: dict[str, tuple[str, float]] = {}
+
+    @staticmethod
+    def _read_jobs(source: JobStoreSource) -> Reader:
+        def read(connection: sa.Connection, now: float) -> dict[str, Any]:
+            result = source.read(connection, now)
+            return {"jobs": result.jobs, "undecodable": result.undecodable, "ever_succeeded": True}
+
+        return read
+
+    @staticmethod
+    def _read_history(source: HistorySource) -> Reader:
+        def read(connection: sa.Connection, now: float) -> dict[str, Any]:
+            result = source.read(connection, now)
+            return {"history": result.runs, "invalid_history_rows": result.invalid_rows}
+
+        return read
+
+    def poll(self) -> StoreSnapshot:
+        """Read every source once (blocking) and publish the resulting snapshot."""
+        snapshot = self.snapshot
+        updates: dict[str, Any] = {}
+        statuses: dict[str, SourceStatus] = {}
+        connection_error: BaseException | None = None
+        try:
+            with self.engine.connect() as connection:
+                for name, read in self.readers.items():
+                    started = time.perf_counter()
+                    try:
+                        updates.update(read(connection, self.clock()))
+                    except Exception as exc:  # noqa: BLE001 - reported, never raised
+                        statuses[name] = self._failed(name, exc, started)
+                    else:
+                        statuses[name] = self._succeeded(name, started)
+        except Exception as exc:  # noqa: BLE001 - the connection itself failed
+            connection_error = exc
+        now = self.clock()
+        for name in self.readers:
+            if name not in statuses:  # not reached: connecting failed, say so once per poll
+                assert connection_error is not None
+                quiet = name != "jobs"
+                statuses[name] = self._failed(name, connection_error, time.perf_counter(), quiet)
+        snapshot = replace(snapshot, taken_at=now, **updates)
+        for name, status in statuses.items():
+            snapshot = snapshot.with_source(name, status)
+        jobs_ok = statuses["jobs"].ok
+        if jobs_ok and self.failures_in_row:
+            log.info("jobstore %s: job store readable again", self.store.name)
+        self.failures_in_row = 0 if jobs_ok else self.failures_in_row + 1
+        self.snapshot = snapshot
+        return snapshot
+
+    def _succeeded(self, name: str, started: float) -> SourceStatus:
+        old = self.snapshot.sources.get(name, SourceStatus(ok=False))
+        if name != "jobs" and self._last_logged.pop(name, None) is not None:
+            log.info("jobstore %s: %s readable again", self.store.name, name)
+        return replace(
+            old,
+            ok=True,
+            duration=time.perf_counter() - started,
+            last_success=self.clock(),
+            error=None,
+        )
+
+    def _failed(
+        self, name: str, exc: BaseException, started: float, quiet: bool = False
+    ) -> SourceStatus:
+        old = self.snapshot.sources.get(name, SourceStatus(ok=False))
+        message = describe_error(exc, self.store.display_url, self.store.secrets)
+        if not quiet:
+            self._log_failure(name, message)
+        return replace(
+            old,
+            ok=False,
+            duration=time.perf_counter() - started,
+            errors_total=old.errors_total + 1,
+            error=message,
+        )
+
+    def _log_failure(self, name: str, message: str) -> None:
+        """Job store failures: one line per poll. Others: when the error changes, or rarely."""
+        now = time.monotonic()
+        if name != "jobs":
+            previous = self._last_logged.get(name)
+            if previous and previous[0] == message and now - previous[1] < REPEAT_LOG_EVERY:
+                return
+            self._last_logged[name] = (message, now)
+        label = "job store" if name == "jobs" else name
+        log.warning("jobstore %s: %s poll failed: %s", self.store.name, label, message)
+
+    def next_delay(self, interval: float, max_backoff: float) -> float:
+        """The poll interval, doubled per consecutive failure up to ``max_backoff``."""
+        if not self.failures_in_row:
+            return interval
+        return min(max(interval, max_backoff), interval * 2 ** (self.failures_in_row - 1))
+
+    async def run(self, interval: float, max_backoff: float) -> None:
+        """Poll forever in a worker thread so the event loop keeps serving scrapes."""
+        while True:
+            await asyncio.to_thread(self.poll)
+            await asyncio.sleep(self.next_delay(interval, max_backoff))
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,366 @@
+"""The execution-history source: incremental reads of ``job_execution``.
+
+A poll must cost the same at a thousand rows and at ten million, and counters must stay exact
+while Aegis prunes to 100 rows per job and runs finish out of order. So the table is never
+re-scanned; each poll reads:
+
+1. rows above the highest id seen (``id > cursor``, in bounded batches);
+2. the rows still open: runs seen ``running``, and ids below the cursor that were missing when
+   the cursor passed them (another transaction committed them later; PostgreSQL sequences do
+   not commit in order), kept for :data:`GAP_TTL` seconds.
+
+A row is counted once, when it is first seen finished. Counters start at zero when the exporter
+starts: rows already finished at the first poll set the ``last_*`` gauges but are not counted,
+so a restarted exporter shows a counter reset (which ``rate()`` handles) and never counts a run
+twice. The first poll reads only what those gauges need (per-job latest rows and open runs).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import sqlalchemy as sa
+
+from exporter.config import StoreConfig
+from exporter.snapshot import JobRuns
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("success", "failed", "missed", "skipped")
+STATUSES = frozenset(("running", *FINISHED))
+BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0, 7200.0, 14400.0,
+)  # fmt: skip
+"""Histogram upper bounds in seconds: 10 ms to 4 h, as the contract says."""
+BATCH = 5000
+MAX_BATCHES_PER_POLL = 40
+GAP_TTL = 600.0
+MAX_GAPS = 10_000
+MAX_DURATION = 366 * 86400.0  # longer than a year is not a duration, it is a corrupt row
+
+_COLUMNS = (
+    "id",
+    "job_id",
+    "scheduled_run_time",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "status",
+    "error_message",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    runs: tuple[JobRuns, ...]
+    invalid_rows: Mapping[str, int]  # by reason, since the exporter started
+
+
+@dataclass(slots=True)
+class _Run:
+    id: int
+    job_id: str
+    status: str
+    scheduled: float | None
+    started: float | None
+    finished: float | None
+    duration: float | None  # seconds
+    error: str | None
+
+
+@dataclass(slots=True)
+class _JobState:
+    """Mutable accumulator for one job; frozen into a JobRuns when it changes."""
+
+    runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISHED, 0))
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    duration_sum: float = 0.0
+    duration_count: int = 0
+    last_finished: tuple[float, int] | None = None  # (finished, id) of the latest success/failure
+    last_run_success: bool | None = None
+    last_run_duration: float | None = None
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_error: str | None = None
+    failures_after_success: list[float] = field(default_factory=list)  # finish times, sorted
+    last_started: tuple[float, int] | None = None
+    last_run_delay: float | None = None
+    published: JobRuns | None = None
+
+
+class InvalidRow(ValueError):
+    """A history row we cannot use; its reason becomes a label of the invalid-rows counter."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class HistorySource:
+    """Reads one store's history table incrementally."""
+
+    def __init__(self, store: StoreConfig) -> None:
+        self.store = store
+        columns: list[sa.ColumnClause[Any]] = [sa.column(name) for name in _COLUMNS]  # parsed here
+        self.table = sa.table(store.history_table, *columns, schema=store.schema)
+        self._cursor: int | None = None
+        self._open: dict[int, _Run] = {}  # running rows, by id
+        self._gaps: dict[int, float] = {}  # missing id -> when first missed
+        self._jobs: dict[str, _JobState] = {}
+        self._invalid: dict[str, int] = {}
+        self._invalid_seen: set[int] = set()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read(self, connection: sa.Connection, now: float | None = None) -> HistoryRead:
+        now = time.time() if now is None else now
+        if self._cursor is None:
+            self._bootstrap(connection)
+        else:
+            self._recheck(connection, now)
+            self._read_new(connection, now, count=True)
+        return HistoryRead(self._publish(), MappingProxyType(dict(self._invalid)))
+
+    def _select(self) -> sa.Select[Any]:
+        return sa.select(*(self.table.c[name] for name in _COLUMNS))
+
+    def _bootstrap(self, connection: sa.Connection) -> None:
+        """First poll: latest finished rows per job and open runs; nothing counted."""
+        t = self.table
+        cursor = connection.execute(sa.select(sa.func.max(t.c.id))).scalar()
+        latest_ids = (
+            sa.select(sa.func.max(t.c.id))
+            .where(t.c.status.in_(("success", "failed")))
+            .group_by(t.c.job_id, t.c.status)
+        )
+        rows = connection.execute(self._select().where(t.c.id.in_(latest_ids))).all()
+        running = connection.execute(self._select().where(t.c.status == "running")).all()
+        latest = connection.execute(
+            sa.select(sa.func.max(t.c.id)).where(t.c.started_at.is_not(None)).group_by(t.c.job_id)
+        ).all()
+        started = connection.execute(self._select().where(t.c.id.in_([r[0] for r in latest])))
+        # Consecutive failures: failed rows after each job's latest success.
+        after = sa.select(t.c.job_id, sa.func.max(t.c.id).label("ok")).where(
+            t.c.status == "success"
+        )
+        after_success = after.group_by(t.c.job_id).subquery()
+        failures = connection.execute(
+            self._select()
+            .select_from(t.outerjoin(after_success, after_success.c.job_id == t.c.job_id))
+            .where(t.c.status == "failed")
+            .where(sa.or_(after_success.c.ok.is_(None), t.c.id > after_success.c.ok))
+        ).all()
+        distinct = {row[0]: row for row in [*rows, *failures, *started.all(), *running]}
+        for _row_id, row in sorted(distinct.items(), key=lambda item: str(item[0])):
+            self._apply(row, count=False, now=time.time())
+        # Only now: a bootstrap that failed half-way is simply tried again next poll.
+        self._cursor = int(cursor) if cursor is not None else 0
+
+    def _read_new(self, connection: sa.Connection, now: float, *, count: bool) -> None:
+        t = self.table
+        for _ in range(MAX_BATCHES_PER_POLL):
+            assert self._cursor is not None
+            query = self._select().where(t.c.id > self._cursor).order_by(t.c.id).limit(BATCH)
+            rows = connection.execute(query).all()
+            expected = self._cursor + 1
+            for row in rows:
+                row_id = _int_id(row[0])
+                if row_id is None:
+                    continue
+                if row_id > expected and len(self._gaps) < MAX_GAPS:
+                    for missing in range(expected, min(row_id, expected + MAX_GAPS)):
+                        self._gaps.setdefault(missing, now)
+                expected = row_id + 1
+                self._cursor = max(self._cursor, row_id)
+                self._apply(row, count=count, now=now)
+            if len(rows) < BATCH:
+                return
+
+    def _recheck(self, connection: sa.Connection, now: float) -> None:
+        """Re-read open runs and late-committed ids; forget gaps older than GAP_TTL."""
+        self._gaps = {i: seen for i, seen in self._gaps.items() if now - seen < GAP_TTL}
+        ids = sorted({*self._open, *self._gaps})
+        found: set[int] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for row in connection.execute(self._select().where(self.table.c.id.in_(chunk))):
+                row_id = _int_id(row[0])
+                if row_id is None:
+                    continue
+                found.add(row_id)
+                self._gaps.pop(row_id, None)
+                self._apply(row, count=True, now=now)
+        for row_id in [i for i in self._open if i not in found]:
+            del self._open[row_id]  # pruned or deleted while running: nothing to count
+
+    # -- applying rows --------------------------------------------------------------------
+
+    def _apply(self, row: Any, *, count: bool, now: float) -> None:
+        try:
+            run = _parse(row)
+        except InvalidRow as exc:
+            row_id = _int_id(row[0])
+            if row_id is not None and row_id in self._invalid_seen:
+                return
+            if row_id is not None:
+                self._invalid_seen.add(row_id)
+            self._invalid[exc.reason] = self._invalid.get(exc.reason, 0) + 1
+            log.warning(
+                "jobstore %s: skipped history row id=%s: %s",
+                self.store.name,
+                row[0] if isinstance(row[0], int) else "?",
+                exc.reason,
+            )
+            return
+        job = self._jobs.setdefault(run.job_id, _JobState())
+        if run.status == "running":
+            self._open[run.id] = run
+            self._note_start(job, run)
+            job.published = None
+            return
+        was_open = self._open.pop(run.id, None) is not None
+        if count or was_open:
+            job.runs[run.status] += 1
+            if run.status in ("success", "failed") and run.duration is not None:
+                job.buckets[bisect_left(BUCKETS, run.duration)] += 1
+                job.duration_sum += run.duration
+                job.duration_count += 1
+        self._note_start(job, run)
+        if run.status in ("success", "failed"):
+            self._note_finish(job, run)
+        job.published = None
+
+    @staticmethod
+    def _note_start(job: _JobState, run: _Run) -> None:
+        if run.started is None:
+            return
+        key = (run.started, run.id)
+        if job.last_started is None or key > job.last_started:
+            job.last_started = key
+            job.last_run_delay = run.started - run.scheduled if run.scheduled is not None else None
+
+    @staticmethod
+    def _note_finish(job: _JobState, run: _Run) -> None:
+        finished = run.finished if run.finished is not None else run.started
+        if finished is None:
+            return
+        key = (finished, run.id)
+        if job.last_finished is None or key > job.last_finished:
+            job.last_finished = key
+            job.last_run_success = run.status == "success"
+            job.last_run_duration = run.duration
+        if run.status == "success":
+            job.last_success = max(job.last_success or -math.inf, finished)
+            job.failures_after_success = [
+                t for t in job.failures_after_success if t > job.last_success
+            ]
+        else:
+            job.last_failure = max(job.last_failure or -math.inf, finished)
+            if job.last_failure == finished:
+                job.last_error = run.error
+            if job.last_success is None or finished > job.last_success:
+                job.failures_after_success.insert(
+                    bisect_left(job.failures_after_success, finished), finished
+                )
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def _publish(self) -> tuple[JobRuns, ...]:
+        running: dict[str, list[float | None]] = {}
+        for run in self._open.values():
+            running.setdefault(run.job_id, []).append(run.started)
+        result = []
+        for job_id, job in sorted(self._jobs.items()):
+            starts = running.get(job_id, [])
+            known = [s for s in starts if s is not None]
+            since = min(known) if known else None
+            published = job.published
+            if (
+                published is None
+                or published.running != len(starts)
+                or published.running_since != since
+            ):
+                published = JobRuns(
+                    job_id=job_id,
+                    runs=MappingProxyType(dict(job.runs)),
+                    bucket_counts=tuple(job.buckets),
+                    duration_sum=job.duration_sum,
+                    duration_count=job.duration_count,
+                    last_run_success=job.last_run_success,
+                    last_run_duration=job.last_run_duration,
+                    last_success=job.last_success,
+                    last_failure=job.last_failure,
+                    last_error=job.last_error,
+                    consecutive_failures=len(job.failures_after_success),
+                    last_run_delay=job.last_run_delay,
+                    running=len(starts),
+                    running_since=since,
+                )
+                job.published = published
+            result.append(published)
+        return tuple(result)
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+def _int_id(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _parse(row: Iterable[Any]) -> _Run:
+    """Validate one raw row; anything odd raises InvalidRow with a short reason."""
+    row_id, job_id, scheduled, started, finished, duration_ms, status, error = row
+    if _int_id(row_id) is None:
+        raise InvalidRow("non-integer id")
+    if not isinstance(job_id, str) or not job_id:
+        raise InvalidRow("missing job_id")
+    if status not in STATUSES:
+        raise InvalidRow("unknown status")
+    duration = None
+    if duration_ms is not None:
+        try:
+            duration = float(duration_ms) / 1000.0
+        except (TypeError, ValueError):
+            raise InvalidRow("non-numeric duration") from None
+        if not 0 <= duration <= MAX_DURATION or math.isnan(duration):
+            raise InvalidRow("absurd duration")
+    started_at = _timestamp(started)
+    finished_at = _timestamp(finished)
+    if duration is None and started_at is not None and finished_at is not None:
+        duration = max(0.0, finished_at - started_at)
+    return _Run(
+        id=row_id,
+        job_id=job_id,
+        status=status,
+        scheduled=_timestamp(scheduled),
+        started=started_at,
+        finished=finished_at,
+        duration=duration,
+        error=str(error)[:200] if error is not None else None,
+    )
+
+
+def _timestamp(value: Any) -> float | None:
+    """Naive UTC (as Aegis writes) or aware datetimes, or SQLite's ISO text, to Unix seconds."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidRow("unparseable timestamp") from None
+    if not isinstance(value, datetime):
+        raise InvalidRow("unparseable timestamp")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
