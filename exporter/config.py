@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     max_backoff: float = Field(default=120.0, gt=0)
     statement_timeout: float = Field(default=10.0, gt=0, le=600)
     overdue_grace: float = Field(default=60.0, ge=0)
+    heartbeat_timeout: float = Field(default=30.0, gt=0)
+    heartbeat_forget_after: float = Field(default=3600.0, gt=0)
     web_config_file: Path | None = None
     log_level: str = "info"
 

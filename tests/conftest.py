@@ -153,8 +153,16 @@ def private_pg() -> Iterator[PrivatePostgres]:
     try:
         subprocess.run(
             _as_postgres(
-                [str(bindir / "initdb"), "-D", str(cluster.data_dir), "-U", "postgres", "-A",
-                 "trust", "--no-sync"]
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(cluster.data_dir),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "--no-sync",
+                ]
             ),
             check=True,
             capture_output=True,

@@ -1,0 +1,226 @@
+"""The `jobstore-exporter` command: serve, check, demo and --version.
+
+Each command resolves its configuration the same way (flags > environment > file) and turns a
+:class:`ConfigError` into one line on stderr and exit code 2, before anything starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, load_config
+
+app = typer.Typer(
+    name="jobstore-exporter",
+    help="Prometheus metrics and health checks for APScheduler job stores.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML or TOML config file (may list several job stores)."),
+]
+DbUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--db-url",
+        help="Database of the job store (env JOBSTORE_EXPORTER_DB_URL, else DATABASE_URL). "
+        "Prefer --db-password-file or JOBSTORE_EXPORTER_DB_PASSWORD to a password in the URL.",
+        show_default=False,
+    ),
+]
+DbPasswordFile = Annotated[
+    Path | None, typer.Option("--db-password-file", help="File holding the database password.")
+]
+Jobstore = Annotated[str | None, typer.Option("--jobstore", help="Label value [default: default].")]
+JobsTable = Annotated[
+    str | None, typer.Option("--jobs-table", help="Job table [default: apscheduler_jobs].")
+]
+HistoryTable = Annotated[
+    str | None, typer.Option("--history-table", help="History table [default: job_execution].")
+]
+Schema = Annotated[str | None, typer.Option("--schema", help="Schema holding the tables.")]
+BackupJobId = Annotated[
+    str | None, typer.Option("--backup-job-id", help="Backup job id [default: database_backup].")
+]
+BackupDir = Annotated[
+    Path | None, typer.Option("--backup-dir", help="Directory of backup files to count and date.")
+]
+StatementTimeout = Annotated[
+    float | None, typer.Option("--statement-timeout", help="Seconds per query [default: 10].")
+]
+LogLevel = Annotated[str | None, typer.Option("--log-level", help="debug|info|warning|error.")]
+
+
+def _load(config_file: Path | None, **flags: Any) -> Config:
+    try:
+        return load_config(config_file, **flags)
+    except ConfigError as exc:
+        err.print(f"jobstore-exporter: config error: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"jobstore-exporter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Prometheus metrics and health checks for APScheduler job stores."""
+
+
+@app.command()
+def serve(
+    config: ConfigFile = None,
+    db_url: DbUrl = None,
+    db_password_file: DbPasswordFile = None,
+    jobstore: Jobstore = None,
+    jobs_table: JobsTable = None,
+    history_table: HistoryTable = None,
+    schema: Schema = None,
+    backup_job_id: BackupJobId = None,
+    backup_dir: BackupDir = None,
+    statement_timeout: StatementTimeout = None,
+    log_level: LogLevel = None,
+    listen_address: Annotated[
+        str | None, typer.Option("--listen-address", help="HOST:PORT [default: 0.0.0.0:9814].")
+    ] = None,
+    poll_interval: Annotated[
+        float | None, typer.Option("--poll-interval", help="Seconds between polls [default: 15].")
+    ] = None,
+    web_config_file: Annotated[
+        Path | None, typer.Option("--web-config-file", help="TLS / basic auth web config.")
+    ] = None,
+) -> None:
+    """Run the sidecar: poll the job store and serve /metrics."""
+    from exporter.logs import setup_logging
+    from exporter.server import serve as run_server
+
+    cfg = _load(
+        config,
+        db_url=db_url,
+        db_password_file=db_password_file,
+        jobstore=jobstore,
+        jobs_table=jobs_table,
+        history_table=history_table,
+        db_schema=schema,
+        backup_job_id=backup_job_id,
+        backup_dir=backup_dir,
+        statement_timeout=statement_timeout,
+        log_level=log_level,
+        listen_address=listen_address,
+        poll_interval=poll_interval,
+        web_config_file=web_config_file,
+    )
+    if cfg.settings.web_config_file is not None:
+        # Refuse rather than serve in the clear while the operator believes TLS/auth are on.
+        err.print(
+            "jobstore-exporter: config error: web_config_file: TLS and basic auth are not "
+            "supported by this version; remove the setting or terminate TLS in front of it",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    setup_logging(cfg.settings.log_level, cfg.secrets)
+    try:
+        asyncio.run(run_server(cfg))
+    except OSError as exc:
+        err.print(
+            f"jobstore-exporter: cannot listen on {cfg.settings.listen_address}: "
+            f"{exc.strerror or exc}; choose another --listen-address",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def check(
+    detailed: Annotated[bool, typer.Option("--detailed", help="Show tasks and upcoming runs.")] = (
+        False
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a tree.")] = False,
+    config: ConfigFile = None,
+    db_url: DbUrl = None,
+    db_password_file: DbPasswordFile = None,
+    jobstore: Jobstore = None,
+    jobs_table: JobsTable = None,
+    schema: Schema = None,
+    statement_timeout: StatementTimeout = None,
+) -> None:
+    """Check the scheduler's health once. Exit 0 healthy, 1 unhealthy, 2 unreachable/bad config."""
+    from exporter.check import assess, exit_code, render_tree, to_json
+    from exporter.logs import setup_logging
+    from exporter.poller import StorePoller
+
+    cfg = _load(
+        config,
+        db_url=db_url,
+        db_password_file=db_password_file,
+        jobstore=jobstore,
+        jobs_table=jobs_table,
+        db_schema=schema,
+        statement_timeout=statement_timeout,
+    )
+    setup_logging("error", cfg.secrets)  # the verdict is the output; warnings would clutter it
+    results = []
+    for store in cfg.stores:
+        poller = StorePoller(store, with_history=False)
+        try:
+            results.append(assess(poller.poll(), cfg.settings.overdue_grace))
+        finally:
+            poller.close()
+    if as_json:
+        typer.echo(json.dumps(to_json(results), indent=2))
+    else:
+        render_tree(results, Console(highlight=False), detailed=detailed)
+    raise typer.Exit(exit_code(results))
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo keeps its SQLite file and backups.")
+    ] = Path("jobstore-demo"),
+    listen_address: Annotated[
+        str, typer.Option("--listen-address", help="Where the exporter listens.")
+    ] = "127.0.0.1:9814",
+    poll_interval: Annotated[float, typer.Option("--poll-interval")] = 5.0,
+) -> None:
+    """Run a demo scheduler on SQLite with the exporter beside it, and print the URLs."""
+    from exporter.demo import run_demo
+    from exporter.logs import setup_logging
+
+    setup_logging("info")
+    with contextlib.suppress(KeyboardInterrupt):
+        code = asyncio.run(run_demo(directory, listen_address, poll_interval))
+        raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except BrokenPipeError:  # e.g. `jobstore-exporter check --json | head`
+        sys.exit(0)
