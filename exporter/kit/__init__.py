@@ -1,0 +1,11 @@
+"""The scheduler-side kit: history recording and heartbeats for APScheduler 3 apps.
+
+Apps import it (``from exporter import create_scheduler, instrument``); it never imports the
+sidecar, only ``exporter.tables`` for the table layouts both halves share.
+"""
+
+from exporter.kit.recorder import Recorder
+from exporter.kit.scheduler import create_scheduler, get_recorder, instrument
+from exporter.kit.writer import WriterStats
+
+__all__ = ["Recorder", "WriterStats", "create_scheduler", "get_recorder", "instrument"]

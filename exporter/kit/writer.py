@@ -1,0 +1,635 @@
+"""The kit's database side: engines, table creation, and the bounded batching writer thread.
+
+Nothing here runs on the scheduler's thread or event loop except `HistoryWriter.put_start` and
+`HistoryWriter.put_final`, which only append to an in-memory buffer under a lock. One daemon
+thread per recorder owns every database round trip: history rows in batches, plus the periodic
+chores (heartbeats, crash recovery, retention) registered as `Task`s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+log = logging.getLogger("exporter.kit")
+
+# --------------------------------------------------------------------------------------------
+# URLs and engines
+# --------------------------------------------------------------------------------------------
+
+_DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+# `scheme://user:password@` as it may appear in any text (an unparsable URL, a driver message).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@")
+
+SQLITE_BUSY_TIMEOUT = 5.0
+"""Seconds a SQLite connection of the kit waits for a lock before reporting "database is locked"."""
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """`text` with every URL password and each of `secrets` replaced by `***`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+
+
+def normalize_url(url: str | sa.URL) -> sa.URL:
+    """Parse a database URL, naming our default driver when the URL names none.
+
+    `postgresql://` (and Heroku's `postgres://`) become psycopg 3, `mysql://` and `mariadb://`
+    become PyMySQL. The error for an unparsable URL never repeats its password.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except Exception:  # noqa: BLE001 - SQLAlchemy's message would quote the whole URL
+        raise ValueError(f"cannot parse database URL {redact(str(url))!r}") from None
+    driver = _DEFAULT_DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=driver) if driver else parsed
+
+
+def describe_url(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def create_kit_engine(
+    url: str | sa.URL, *, sqlite_wal: bool = False, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT
+) -> sa.Engine:
+    """An engine for the kit (and, from `create_scheduler`, for the job store too).
+
+    Connections are pinged before use so a restarted server or a killed connection costs one
+    retry, not an error. On SQLite a busy timeout is always set; `sqlite_wal` also switches the
+    file to WAL mode, so readers never block the scheduler's writes.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    engine = sa.create_engine(parsed, connect_args={"timeout": sqlite_busy_timeout})
+    busy_ms = int(sqlite_busy_timeout * 1000)
+
+    @sa.event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            if sqlite_wal:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def url_password(engine: sa.Engine) -> str | None:
+    password = engine.url.password
+    return str(password) if password else None
+
+
+def describe_error(exc: BaseException, engine: sa.Engine | None = None) -> str:
+    """One line about a database error, without statement parameters and without passwords."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        detail = f"{type(exc.orig).__name__}: {exc.orig}"
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
+    first = detail.strip().splitlines()[0] if detail.strip() else type(exc).__name__
+    return redact(first[:500], url_password(engine) if engine is not None else None)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+
+def ensure_tables(engine: sa.Engine, tables: Iterable[sa.Table], *, attempts: int = 8) -> None:
+    """Create the schema, tables and indexes that are missing; safe when processes race.
+
+    Two schedulers starting at once both see "no table" and both issue CREATE; the loser gets
+    "already exists" (PostgreSQL may even report a unique violation in its catalog). Every step
+    checks first and the whole sequence is retried, so the loser simply finds the winner's table.
+    A history table created by Aegis (without our columns) gets the missing nullable columns.
+    """
+    tables = list(tables)
+    for attempt in range(attempts):
+        try:
+            for schema in sorted({t.schema for t in tables if t.schema}):
+                _ensure_schema(engine, schema)
+            for table in tables:
+                table.create(engine, checkfirst=True)
+                _add_missing_columns(engine, table)
+                for index in table.indexes:
+                    index.create(engine, checkfirst=True)
+            return
+        except sa.exc.DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1) + random.random() * 0.05)
+
+
+def _ensure_schema(engine: sa.Engine, schema: str) -> None:
+    if engine.dialect.name == "sqlite":
+        return  # a SQLite "schema" is an attached database: the app's business
+    with engine.connect() as conn:
+        if schema in sa.inspect(conn).get_schema_names():
+            return
+    with engine.begin() as conn:
+        conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+
+
+def _add_missing_columns(engine: sa.Engine, table: sa.Table) -> None:
+    with engine.connect() as conn:
+        present = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=table.schema)}
+    missing = [c for c in table.columns if c.name not in present]
+    if not missing:
+        return
+    required = [c.name for c in missing if not c.nullable]
+    if required:
+        raise RuntimeError(
+            f"table {table.fullname} exists without required columns {', '.join(required)}"
+        )
+    preparer = engine.dialect.identifier_preparer
+    qualified = preparer.format_table(table)
+    with engine.begin() as conn:
+        for column in missing:
+            spec = sa.schema.CreateColumn(column).compile(dialect=engine.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {qualified} ADD COLUMN {spec}"))
+            log.info("added column %s to %s", column.name, table.fullname)
+    if "run_id" in {c.name for c in missing}:
+        # A unique index instead of the UNIQUE constraint CREATE TABLE would have made.
+        shadow = sa.Table(
+            table.name, sa.MetaData(), sa.Column("run_id", sa.String(36)), schema=table.schema
+        )
+        sa.Index(f"ux_{table.name}_run_id", shadow.c.run_id, unique=True).create(
+            engine, checkfirst=True
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The writer
+# --------------------------------------------------------------------------------------------
+
+ROW_COLUMNS = (
+    "run_id",
+    "job_id",
+    "job_name",
+    "scheduled_run_time",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "status",
+    "error_message",
+    "traceback",
+    "host",
+    "pid",
+    "scheduler_id",
+)
+"""Every history row the recorder hands to the writer is a dict with exactly these keys."""
+
+_INSERT, _UPDATE = 0, 1
+
+
+class Task:
+    """A chore the writer thread runs every `interval` seconds (never on the scheduler's loop).
+
+    `fn(engine)` returns True when it has more work right away (e.g. another retention batch);
+    the writer then calls it again after writing whatever rows arrived meanwhile.
+    """
+
+    def __init__(
+        self, name: str, interval: float, fn: Callable[[sa.Engine], bool], *, delay: float = 0.0
+    ) -> None:
+        self.name = name
+        self.interval = interval
+        self.fn = fn
+        self.next_due = time.monotonic() + delay
+        self.failing = False
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    written: int
+    """History rows written (an insert and its later update count once each)."""
+    pending: int
+    """Rows in the buffer, including a batch being written."""
+    dropped_rows: int
+    """Finished runs lost because the buffer was full (overflow)."""
+    dropped_starts: int
+    """`running` rows not written because the buffer was full; the run still gets its row."""
+    overflow_bursts: int
+    rejected: int
+    """Rows the database refused outright (e.g. a constraint), dropped after one try each."""
+    write_errors: int
+    """Failed write attempts (each retried)."""
+
+
+class HistoryWriter:
+    """A bounded buffer of history rows and the daemon thread that writes it in batches.
+
+    Rows are keyed by `run_id`. A run's final row replaces its still-buffered `running` row, so a
+    quick job costs one INSERT; if the `running` row was already written, the final row becomes
+    an UPDATE. Up to `max_pending` rows wait in memory while the database is unreachable; the
+    writer retries with exponential backoff and loses nothing in between. Beyond that, new
+    `running` rows are skipped first (their runs are still recorded when they finish) and then
+    new rows are dropped; each burst of overflow is logged twice (start and end), never per row.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        table: sa.Table,
+        *,
+        max_pending: int = 10_000,
+        batch_size: int = 500,
+        retry_initial: float = 0.1,
+        retry_max: float = 5.0,
+        startup: Callable[[], None] | None = None,
+        repair: Callable[[], None] | None = None,
+        describe: str = "",
+    ) -> None:
+        if max_pending < 1 or batch_size < 1:
+            raise ValueError("max_pending and batch_size must be at least 1")
+        self.engine = engine
+        self.table = table
+        self.max_pending = max_pending
+        self.batch_size = batch_size
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self._startup = startup
+        self._repair = repair
+        self._describe = describe or describe_url(engine.url)
+        self.tasks: list[Task] = []
+
+        self._insert = table.insert()
+        self._update = (
+            table.update()
+            .where(table.c.run_id == sa.bindparam("b_run_id"))
+            .values({c: sa.bindparam(f"v_{c}") for c in ROW_COLUMNS if c != "run_id"})
+        )
+
+        self._lock = threading.Lock()
+        self._progress = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._stop_event = threading.Event()
+        # run_id -> (row, final). Dicts keep insertion order; replacing a key keeps its place.
+        self._pending: dict[str, tuple[dict[str, Any], bool]] = {}
+        self._inflight: list[tuple[int, str, dict[str, Any], bool]] | None = None
+        self._open: set[str] = set()  # run_ids whose `running` row the writer has taken
+        self._flush_seq = 0
+        self._done_seq = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._started_up = startup is None
+
+        self._written = 0
+        self._dropped_rows = 0
+        self._dropped_starts = 0
+        self._bursts = 0
+        self._burst_rows = 0
+        self._burst_starts = 0
+        self._in_burst = False
+        self._rejected = 0
+        self._write_errors = 0
+        self._failing_since: float | None = None
+        self._failures_in_row = 0
+
+    # ---- producer side: any thread, must stay cheap ----------------------------------------
+
+    def put_start(self, run_id: str, row: dict[str, Any]) -> None:
+        """Buffer a run's `running` row (skipped, not blocking, when the buffer is full)."""
+        log_burst = False
+        with self._lock:
+            if len(self._pending) >= self.max_pending:
+                self._dropped_starts += 1
+                self._burst_starts += 1
+                log_burst = self._begin_burst()
+            else:
+                self._pending[run_id] = (row, False)
+        if log_burst:
+            self._log_burst_start()
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def put_final(self, run_id: str, row: dict[str, Any]) -> None:
+        """Buffer a finished run's complete row (also used for missed and skipped runs)."""
+        log_burst = False
+        with self._lock:
+            if (
+                run_id in self._pending
+                or run_id in self._open  # its `running` row is written: bounded by concurrency
+                or len(self._pending) < self.max_pending
+            ):
+                self._pending[run_id] = (row, True)
+            else:
+                self._dropped_rows += 1
+                self._burst_rows += 1
+                log_burst = self._begin_burst()
+        if log_burst:
+            self._log_burst_start()
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _begin_burst(self) -> bool:
+        if self._in_burst:
+            return False
+        self._in_burst = True
+        self._bursts += 1
+        return True
+
+    def _log_burst_start(self) -> None:
+        log.warning(
+            "history buffer full (%d rows waiting for %s): dropping new rows until the "
+            "database catches up",
+            self.max_pending,
+            self._describe,
+        )
+
+    # ---- control ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stopping = False
+            self._stop_event.clear()
+            self._thread = threading.Thread(
+                target=self._main, name="jobstore-exporter-history", daemon=True
+            )
+            self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run_soon(self, task: Task) -> None:
+        task.next_due = 0.0
+        self._wake.set()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every row buffered before the call is written and due tasks have run."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._flush_seq += 1
+            target = self._flush_seq
+        self._wake.set()
+        with self._progress:
+            while self._done_seq < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.running:
+                    return False
+                self._progress.wait(min(remaining, 0.5))
+        return True
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Flush (for at most `timeout` seconds), then end the thread. True if nothing was lost."""
+        flushed = self.flush(timeout) if self.running else not self._pending
+        with self._lock:
+            self._stopping = True
+            left = len(self._pending) + len(self._inflight or ())
+        self._stop_event.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.5, min(timeout, 2.0)))
+        if left:
+            log.warning(
+                "history writer stopped with %d rows not written to %s", left, self._describe
+            )
+        return flushed and not left
+
+    def stats(self) -> WriterStats:
+        with self._lock:
+            return WriterStats(
+                written=self._written,
+                pending=len(self._pending) + len(self._inflight or ()),
+                dropped_rows=self._dropped_rows,
+                dropped_starts=self._dropped_starts,
+                overflow_bursts=self._bursts,
+                rejected=self._rejected,
+                write_errors=self._write_errors,
+            )
+
+    # ---- the thread ------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        backoff = self.retry_initial
+        while True:
+            with self._lock:
+                seq = self._flush_seq
+                if self._stopping:
+                    return
+            if self._pass():
+                backoff = self.retry_initial
+                # Every row buffered before this pass began is written and due tasks ran.
+                with self._progress:
+                    self._done_seq = max(self._done_seq, seq)
+                    self._progress.notify_all()
+                    more = bool(self._pending)
+                if more:
+                    continue
+                self._wake.wait(self._until_next_task())
+                self._wake.clear()
+            else:
+                # New rows must not cut the backoff short; only stop() does.
+                self._stop_event.wait(backoff * (0.8 + 0.4 * random.random()))
+                backoff = min(backoff * 2, self.retry_max)
+
+    def _pass(self) -> bool:
+        """Startup if still due, then all buffered rows, then due tasks. False on a failure."""
+        if not self._started_up:
+            try:
+                assert self._startup is not None
+                self._startup()
+            except Exception as exc:  # noqa: BLE001 - retried with backoff
+                self._failed("preparing the history tables", exc)
+                return False
+            self._started_up = True
+        if not self._drain():
+            return False
+        self._recovered()
+        self._run_tasks()
+        return True
+
+    def _drain(self) -> bool:
+        while True:
+            with self._lock:
+                if self._inflight is None:
+                    if not self._pending:
+                        return True
+                    self._inflight = self._take()
+                batch = self._inflight
+            try:
+                self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if _is_transient(exc):
+                    self._failed(f"writing {len(batch)} history rows", exc)
+                    if self._failures_in_row % 3 == 0:
+                        self._try_repair()
+                    return False
+                self._try_repair()
+                if not self._write_each(batch, exc):
+                    return False
+            with self._progress:
+                self._written += len(batch)
+                self._inflight = None
+                self._progress.notify_all()
+                if self._in_burst and len(self._pending) <= self.max_pending // 2:
+                    self._in_burst = False
+                    rows, starts = self._burst_rows, self._burst_starts
+                    self._burst_rows = self._burst_starts = 0
+                else:
+                    rows = starts = -1
+            if rows >= 0:
+                log.warning(
+                    "history buffer overflow over: %d finished runs and %d running-row inserts "
+                    "were dropped",
+                    rows,
+                    starts,
+                )
+
+    def _take(self) -> list[tuple[int, str, dict[str, Any], bool]]:
+        """Move up to `batch_size` rows out of the buffer (under the lock)."""
+        batch: list[tuple[int, str, dict[str, Any], bool]] = []
+        for run_id in list(itertools.islice(self._pending, self.batch_size)):
+            row, final = self._pending.pop(run_id)
+            if not final:
+                self._open.add(run_id)
+                batch.append((_INSERT, run_id, row, final))
+            elif run_id in self._open:
+                self._open.discard(run_id)
+                batch.append((_UPDATE, run_id, row, final))
+            else:
+                batch.append((_INSERT, run_id, row, final))
+        return batch
+
+    def _write(self, batch: list[tuple[int, str, dict[str, Any], bool]]) -> None:
+        inserts = [row for kind, _, row, _ in batch if kind == _INSERT]
+        updates = [
+            {"b_run_id": run_id, **{f"v_{k}": v for k, v in row.items() if k != "run_id"}}
+            for kind, run_id, row, _ in batch
+            if kind == _UPDATE
+        ]
+        with self.engine.begin() as conn:
+            if inserts:
+                conn.execute(self._insert, inserts)
+            if updates:
+                conn.execute(self._update, updates)
+
+    def _write_each(
+        self, batch: list[tuple[int, str, dict[str, Any], bool]], first: Exception
+    ) -> bool:
+        """After a non-transient error: one row per transaction, dropping the ones refused."""
+        log.warning(
+            "history batch refused by %s (%s); writing its %d rows one by one",
+            self._describe,
+            describe_error(first, self.engine),
+            len(batch),
+        )
+        while batch:
+            item = batch[0]
+            try:
+                self._write([item])
+            except Exception as exc:  # noqa: BLE001
+                if _is_transient(exc):
+                    self._failed("writing history rows", exc)
+                    return False
+                log.warning(
+                    "dropping history row for job %r (status %s): %s",
+                    item[2].get("job_id"),
+                    item[2].get("status"),
+                    describe_error(exc, self.engine),
+                )
+                with self._lock:
+                    self._rejected += 1
+                    if item[0] == _INSERT and not item[3]:
+                        self._open.discard(item[1])  # its final row must be an insert then
+            else:
+                with self._lock:
+                    self._written += 1
+            batch.pop(0)
+        return True
+
+    def _run_tasks(self) -> None:
+        for task in self.tasks:
+            if time.monotonic() < task.next_due:
+                continue
+            try:
+                more = task.fn(self.engine)
+            except Exception as exc:  # noqa: BLE001 - a chore never stops history writes
+                if not task.failing:
+                    log.warning(
+                        "%s failed on %s: %s", task.name, self._describe, describe_error(exc)
+                    )
+                task.failing = True
+                task.next_due = time.monotonic() + min(task.interval, 30.0)
+                continue
+            if task.failing:
+                log.info("%s works again", task.name)
+                task.failing = False
+            task.next_due = time.monotonic() + (0.0 if more else task.interval)
+
+    def _until_next_task(self) -> float:
+        now = time.monotonic()
+        due = min((t.next_due for t in self.tasks), default=now + 60.0)
+        return max(0.0, min(due - now, 60.0))
+
+    def _try_repair(self) -> None:
+        if self._repair is None:
+            return
+        with contextlib.suppress(Exception):  # the write retry reports the real problem
+            self._repair()
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            self._write_errors += 1
+            self._failures_in_row += 1
+            first = self._failing_since is None
+            if first:
+                self._failing_since = time.monotonic()
+            pending = len(self._pending) + len(self._inflight or ())
+        if first:
+            log.warning(
+                "%s failed on %s, retrying (%d rows buffered): %s",
+                what,
+                self._describe,
+                pending,
+                describe_error(exc, self.engine),
+            )
+        else:
+            log.debug("%s failed again: %s", what, describe_error(exc, self.engine))
+
+    def _recovered(self) -> None:
+        if self._failing_since is None:
+            return
+        took = time.monotonic() - self._failing_since
+        attempts = self._failures_in_row
+        self._failing_since = None
+        self._failures_in_row = 0
+        log.warning(
+            "history writes to %s work again after %.1f s and %d failed attempts",
+            self._describe,
+            took,
+            attempts,
+        )
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying as they are: lost connections, locks, timeouts, server restarts."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(
+            exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.InternalError
+        )
+    return isinstance(exc, sa.exc.TimeoutError | sa.exc.DisconnectionError | OSError)
