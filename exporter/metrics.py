@@ -253,6 +253,11 @@ class SnapshotCollector(Collector):
             "Rows whose job_state could not be decoded safely",
             labels=JOBSTORE,
         )
+        invalid = CounterMetricFamily(
+            "jobstore_exporter_history_invalid_rows",
+            "History rows skipped as malformed (NULLs, unknown status, absurd duration...)",
+            labels=["jobstore", "reason"],
+        )
         for snap in snapshots:
             for source in SOURCES:
                 status = snap.sources.get(source)
@@ -264,7 +269,9 @@ class SnapshotCollector(Collector):
                 if status.last_success is not None:
                     last_ok.add_metric(labels, status.last_success)
             undecodable.add_metric([snap.jobstore], snap.undecodable)
-        yield from (build, duration, last_ok, errors, undecodable)
+            for reason, count in sorted(snap.invalid_history_rows.items()):
+                invalid.add_metric([snap.jobstore, reason], count)
+        yield from (build, duration, last_ok, errors, undecodable, invalid)
 
 
 _NO_RUNS = JobRuns(

@@ -43,6 +43,9 @@ def history_table(
         sa.Index(f"ix_{name}_job_id_id", "job_id", "id"),
         sa.Index(f"ix_{name}_status", "status"),
         schema=schema,
+        # Without AUTOINCREMENT, SQLite reuses the highest id once that row is deleted, and an
+        # incremental reader (WHERE id > last seen) would miss the new row.
+        sqlite_autoincrement=True,
     )
 
 

@@ -167,6 +167,11 @@ class HistorySource:
 
     def _read_new(self, connection: sa.Connection, now: float, *, count: bool) -> None:
         t = self.table
+        highest = connection.execute(sa.select(sa.func.max(t.c.id))).scalar()
+        if self._cursor is not None and (highest is None or int(highest) < self._cursor):
+            # The newest rows were deleted; a table without AUTOINCREMENT (SQLite) will hand out
+            # their ids again, so read from what is there now.
+            self._cursor = int(highest) if highest is not None else 0
         for _ in range(MAX_BATCHES_PER_POLL):
             assert self._cursor is not None
             query = self._select().where(t.c.id > self._cursor).order_by(t.c.id).limit(BATCH)
