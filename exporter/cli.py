@@ -199,6 +199,76 @@ def check(
 
 
 @app.command()
+def history(
+    job: Annotated[str | None, typer.Option("--job", help="Only this job id.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="running|success|failed|missed|skipped.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Window: 24h, 30m, 7d, or an ISO date.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Most recent N runs.")] = 50,
+    stats: Annotated[bool, typer.Option("--stats", help="Per-job statistics instead.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigFile = None,
+    db_url: DbUrl = None,
+    db_password_file: DbPasswordFile = None,
+    jobstore: Jobstore = None,
+    history_table: HistoryTable = None,
+    schema: Schema = None,
+    statement_timeout: StatementTimeout = None,
+) -> None:
+    """Past executions from the history table (read-only); --stats for per-job figures."""
+    from datetime import UTC, datetime
+
+    from exporter import history_report as report
+    from exporter.db import describe_error, reader_engine
+
+    cfg = _load(
+        config,
+        db_url=db_url,
+        db_password_file=db_password_file,
+        jobstore=jobstore,
+        history_table=history_table,
+        db_schema=schema,
+        statement_timeout=statement_timeout,
+    )
+    if status is not None and status not in report.STATUSES:
+        err.print(f"jobstore-exporter: --status must be one of {', '.join(report.STATUSES)}")
+        raise typer.Exit(2)
+    try:
+        window = report.parse_since(since, datetime.now(UTC)) if since else None
+    except report.ReportError as exc:
+        err.print(f"jobstore-exporter: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    store = cfg.stores[0]
+    engine = reader_engine(store.url, store.statement_timeout)
+    try:
+        with engine.connect() as connection:
+            runs = report.query_runs(
+                connection, store, job=job, status=status, since=window,
+                limit=None if stats else limit,
+            )  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback with a URL in it
+        message = describe_error(exc, store.display_url, store.secrets)
+        err.print(f"jobstore-exporter: cannot read history: {message}", markup=False)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    console = Console(highlight=False)
+    if stats:
+        figures = report.job_stats(runs)
+        if as_json:
+            typer.echo(json.dumps(report.stats_json(figures), indent=2))
+        else:
+            report.render_stats(figures, console)
+    elif as_json:
+        typer.echo(json.dumps(report.runs_json(runs), indent=2))
+    else:
+        report.render_runs(runs, console)
+
+
+@app.command()
 def demo(
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the demo keeps its SQLite file and backups.")

@@ -1,25 +1,28 @@
 """`jobstore-exporter demo`: the seed's scheduler on SQLite, with the exporter beside it.
 
-A real AsyncIOScheduler persists the seed's jobs in a SQLite file, exactly as an Aegis app would,
-and the sidecar reads that file read-only in the same event loop, so a newcomer sees the product
-working with nothing to install. The jobs do small real work inside the demo directory.
+A real AsyncIOScheduler from the kit's ``create_scheduler`` persists the seed's jobs in a SQLite
+file, exactly as an Aegis app would, recording every run and a heartbeat; the sidecar reads that
+file read-only in the same event loop, so a newcomer sees the product working with nothing to
+install. The jobs do small real work inside the demo directory. The demo imports both halves,
+which the sidecar itself never does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from exporter.config import ConfigError, load_config
+from exporter.kit import create_scheduler
 from exporter.server import serve
 
 log = logging.getLogger(__name__)
@@ -60,19 +63,20 @@ def report_gen(report_dir: str) -> str:
     return str(path)
 
 
+def sync_inventory(failure_rate: float = 0.2) -> int:
+    """A fast job that sometimes fails, so the demo has failures to show."""
+    time.sleep(random.uniform(0.05, 0.4))
+    if random.random() < failure_rate:
+        raise ConnectionError("inventory service timed out (demo failure)")
+    return random.randint(1, 100)
+
+
 def build_scheduler(directory: Path) -> AsyncIOScheduler:
-    """The seed's three jobs, persisted in ``directory/demo.sqlite``, re-registered from code."""
+    """The seed's jobs, persisted in ``directory/demo.sqlite`` with history and heartbeats,
+    re-registered from code at every start as Aegis apps do."""
     directory.mkdir(parents=True, exist_ok=True)
     db_path = (directory / DEMO_DB).resolve()
-    url = f"sqlite:///{db_path}"
-    from sqlalchemy import create_engine, event
-
-    engine = create_engine(url, connect_args={"timeout": 15})
-    event.listen(engine, "connect", _wal)
-    scheduler = AsyncIOScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
-        timezone="UTC",
-    )
+    scheduler = create_scheduler(f"sqlite:///{db_path}", timezone="UTC")
     scheduler.add_job(
         "exporter.demo:database_backup",
         trigger=CronTrigger(hour=2, minute=0, timezone="UTC"),
@@ -99,12 +103,15 @@ def build_scheduler(directory: Path) -> AsyncIOScheduler:
         name="Weekly Report",
         replace_existing=True,
     )
+    scheduler.add_job(
+        "exporter.demo:sync_inventory",
+        trigger=IntervalTrigger(seconds=20, timezone="UTC"),
+        id="sync_inventory",
+        name="Sync Inventory",
+        max_instances=1,
+        replace_existing=True,
+    )
     return scheduler
-
-
-def _wal(dbapi_connection: sqlite3.Connection, _record: object) -> None:
-    # WAL lets the exporter read while the scheduler writes, without "database is locked".
-    dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
 
 async def run_demo(directory: Path, listen_address: str, poll_interval: float) -> int:

@@ -1,0 +1,251 @@
+"""`jobstore-exporter history`: past executions and per-job statistics from the history table.
+
+The query is read-only through the same engines as the sidecar, filtered in SQL (job, status,
+time window) so it stays quick on large tables; statistics are computed over the rows of the
+window in Python because percentile functions differ across SQLite, PostgreSQL and MariaDB.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+
+from exporter.config import StoreConfig
+
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_COLUMNS = (
+    "id",
+    "job_id",
+    "job_name",
+    "status",
+    "scheduled_run_time",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "error_message",
+)
+STATUSES = ("running", "success", "failed", "missed", "skipped")
+
+
+class ReportError(ValueError):
+    """A bad filter value, worded for the command line."""
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``24h``, ``30m``, ``7d``, ``2w``, ``90s`` ago, or an ISO date/time (UTC if naive)."""
+    match = _SPAN.match(text)
+    if match:
+        return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ReportError(
+            f"--since {text!r}: use a span such as 24h, 30m, 7d, or an ISO date such as 2026-11-01"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: Any
+    job_id: str
+    job_name: str | None
+    status: str
+    scheduled: datetime | None
+    started: datetime | None
+    finished: datetime | None
+    duration: float | None  # seconds
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobStats:
+    job_id: str
+    runs: int
+    failed: int
+    failure_rate: float
+    p50: float | None
+    p95: float | None
+    max: float | None
+    last_success: datetime | None
+
+
+def query_runs(
+    connection: sa.Connection,
+    store: StoreConfig,
+    *,
+    job: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> list[Run]:
+    """Newest first. Timestamps are compared as naive UTC, as the table stores them."""
+    columns: list[sa.ColumnClause[Any]] = [sa.column(name) for name in _COLUMNS]
+    table = sa.table(store.history_table, *columns, schema=store.schema)
+    query = sa.select(*(table.c[name] for name in _COLUMNS))
+    if job is not None:
+        query = query.where(table.c.job_id == job)
+    if status is not None:
+        query = query.where(table.c.status == status)
+    if since is not None:
+        cutoff = since.astimezone(UTC).replace(tzinfo=None)
+        moment = sa.func.coalesce(table.c.started_at, table.c.scheduled_run_time)
+        query = query.where(moment >= sa.literal(cutoff, sa.DateTime()))
+    query = query.order_by(table.c.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return [_run(row) for row in connection.execute(query)]
+
+
+def _run(row: Any) -> Run:
+    duration = None
+    if row.duration_ms is not None:
+        try:
+            duration = float(row.duration_ms) / 1000.0
+        except (TypeError, ValueError):
+            duration = None
+    return Run(
+        id=row.id,
+        job_id=str(row.job_id),
+        job_name=row.job_name,
+        status=str(row.status),
+        scheduled=_datetime(row.scheduled_run_time),
+        started=_datetime(row.started_at),
+        finished=_datetime(row.finished_at),
+        duration=duration,
+        error=row.error_message,
+    )
+
+
+def _datetime(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def job_stats(runs: list[Run]) -> list[JobStats]:
+    """Per job: finished runs, failure rate among success/failed, duration percentiles."""
+    by_job: dict[str, list[Run]] = {}
+    for run in runs:
+        by_job.setdefault(run.job_id, []).append(run)
+    result = []
+    for job_id, items in sorted(by_job.items()):
+        finished = [r for r in items if r.status in ("success", "failed")]
+        failed = sum(1 for r in finished if r.status == "failed")
+        durations = sorted(r.duration for r in finished if r.duration is not None)
+        successes = [r.finished or r.started for r in items if r.status == "success"]
+        known = [moment for moment in successes if moment is not None]
+        result.append(
+            JobStats(
+                job_id=job_id,
+                runs=len(finished),
+                failed=failed,
+                failure_rate=failed / len(finished) if finished else 0.0,
+                p50=_percentile(durations, 0.50),
+                p95=_percentile(durations, 0.95),
+                max=durations[-1] if durations else None,
+                last_success=max(known) if known else None,
+            )
+        )
+    return result
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile: always a duration that was actually observed."""
+    if not values:
+        return None
+    return values[max(0, math.ceil(q * len(values)) - 1)]
+
+
+def seconds_text(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.2f} s"
+    return f"{value / 60:.1f} min"
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+_STYLE = {"success": "green", "failed": "red", "missed": "yellow", "skipped": "yellow"}
+
+
+def render_runs(runs: list[Run], console: Console) -> None:
+    table = Table(title="Job executions (UTC)", title_justify="left")
+    for name in ("job", "status", "started", "duration", "error"):
+        table.add_column(name, overflow="fold", justify="right" if name == "duration" else "left")
+    for run in runs:
+        status = f"[{_STYLE.get(run.status, 'cyan')}]{run.status}[/]"
+        error = (run.error or "").splitlines()[0][:120] if run.error else ""
+        table.add_row(
+            run.job_id, status, _when(run.started or run.scheduled), seconds_text(run.duration),
+            error,
+        )  # fmt: skip
+    console.print(table)
+    if not runs:
+        console.print("no executions match")
+
+
+def render_stats(stats: list[JobStats], console: Console) -> None:
+    table = Table(title="Per-job statistics (UTC)", title_justify="left")
+    for name in ("job", "runs", "failure rate", "p50", "p95", "max", "last success"):
+        table.add_column(name, justify="left" if name in ("job", "last success") else "right")
+    for item in stats:
+        table.add_row(
+            item.job_id, str(item.runs), f"{item.failure_rate:.1%}", seconds_text(item.p50),
+            seconds_text(item.p95), seconds_text(item.max), _when(item.last_success),
+        )  # fmt: skip
+    console.print(table)
+
+
+def runs_json(runs: list[Run]) -> list[dict[str, Any]]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return [
+        {
+            "id": run.id if isinstance(run.id, int) else str(run.id),
+            "job_id": run.job_id,
+            "job_name": run.job_name,
+            "status": run.status,
+            "scheduled_run_time": iso(run.scheduled),
+            "started_at": iso(run.started),
+            "finished_at": iso(run.finished),
+            "duration_seconds": run.duration,
+            "error_message": run.error,
+        }
+        for run in runs
+    ]
+
+
+def stats_json(stats: list[JobStats]) -> list[dict[str, Any]]:
+    return [
+        {
+            "job_id": s.job_id,
+            "runs": s.runs,
+            "failed": s.failed,
+            "failure_rate": round(s.failure_rate, 6),
+            "p50_seconds": s.p50,
+            "p95_seconds": s.p95,
+            "max_seconds": s.max,
+            "last_success": s.last_success.isoformat() if s.last_success else None,
+        }
+        for s in stats
+    ]
