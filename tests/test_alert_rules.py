@@ -1,0 +1,315 @@
+"""Prometheus alert rules: promtool checks and unit tests, and their consistency with the contract.
+
+- ``promtool check rules`` on every rule file and ``promtool check config`` on the example
+  Prometheus configuration (rule files resolve relative to it, so it checks them too).
+- ``promtool test rules`` on every unit-test file under ``prometheus/``.
+- Every alert the contract names exists, with ``severity``, ``summary``, ``description`` and a
+  ``runbook_url`` whose anchor is a heading of ``docs/runbook.md``.
+- Every metric an expression reads is named in the contract or in ``docs/metrics.md``.
+- Every rule (alert name and ``check`` label) fires in some unit test, and every alert also has
+  a test where it stays quiet.
+
+Without promtool the promtool tests are skipped, except under ``CI=true`` where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+IN_CI = os.environ.get("CI") == "true"
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS = ROOT / "prometheus"
+ALERTS = PROMETHEUS / "alerts.yml"
+RULE_FILES = [p for p in (ALERTS, PROMETHEUS / "recording.yml") if p.exists()]
+CONFIG = PROMETHEUS / "prometheus.yml"
+TEST_FILES = sorted(
+    [*PROMETHEUS.glob("*.test.yml"), *(PROMETHEUS / "tests").glob("*.yml")],
+    key=lambda p: p.name,
+)
+RUNBOOK = ROOT / "docs" / "runbook.md"
+ALERTS_DOC = ROOT / "docs" / "alerts.md"
+METRICS_DOC = ROOT / "docs" / "metrics.md"
+
+SEVERITIES = {"critical", "warning", "info"}
+# Series an expression may read besides the exporter's: Prometheus' own per-target `up`.
+PROMETHEUS_OWN = {"up"}
+
+
+def _contract_path() -> Path | None:
+    """The public contract: in the repository, or in shared/ beside the clone (as in CI)."""
+    candidates = [
+        os.environ.get("JOBSTORE_EXPORTER_CONTRACT"),
+        ROOT / "docs" / "contract.md",
+        ROOT.parent / "shared" / "spec" / "contract.md",
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def _skip_or_fail(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: required)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        _skip_or_fail("promtool not found on PATH (Debian: apt-get install prometheus)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def contract() -> str:
+    path = _contract_path()
+    if path is None:
+        _skip_or_fail(
+            "contract.md not found (docs/contract.md, ../shared/spec/contract.md, "
+            "or $JOBSTORE_EXPORTER_CONTRACT)"
+        )
+    assert path is not None
+    return path.read_text(encoding="utf-8")
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+
+# --- the rules, as data -------------------------------------------------------------------------
+
+
+def _rules() -> Iterator[dict[str, Any]]:
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
+            yield from group["rules"]
+
+
+def _alert_rules() -> list[dict[str, Any]]:
+    return [rule for rule in _rules() if "alert" in rule]
+
+
+def _rule_id(rule: dict[str, Any]) -> str:
+    check = rule.get("labels", {}).get("check")
+    return f"{rule['alert']}[{check}]" if check else rule["alert"]
+
+
+# --- promtool -----------------------------------------------------------------------------------
+
+
+def test_promtool_check_rules(promtool: str) -> None:
+    result = _run([promtool, "check", "rules", *map(str, RULE_FILES)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_check_config(promtool: str) -> None:
+    result = _run([promtool, "check", "config", str(CONFIG)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The config's rule_files are resolved and checked too: make sure they are ours.
+    assert "SUCCESS" in result.stdout and "alerts.yml" in result.stdout, result.stdout
+
+
+def test_unit_test_files_exist() -> None:
+    assert TEST_FILES, "no promtool unit tests under prometheus/"
+    for path in TEST_FILES:
+        rule_files = yaml.safe_load(path.read_text(encoding="utf-8"))["rule_files"]
+        resolved = {(path.parent / name).resolve() for name in rule_files}
+        assert ALERTS.resolve() in resolved, f"{path.name} does not load alerts.yml"
+
+
+@pytest.mark.parametrize("test_file", TEST_FILES, ids=lambda p: p.name)
+def test_promtool_unit_tests(promtool: str, test_file: Path) -> None:
+    result = _run([promtool, "test", "rules", str(test_file)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_rule_fires_and_every_alert_stays_quiet_in_some_test() -> None:
+    """Each rule is exercised: it fires somewhere, and its alert has a quiet case too."""
+    fired: set[str] = set()
+    quiet: set[str] = set()
+    for path in TEST_FILES:
+        for case in yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]:
+            for check in case.get("alert_rule_test", []):
+                expected = check.get("exp_alerts") or []
+                if not expected:
+                    quiet.add(check["alertname"])
+                for alert in expected:
+                    label = alert.get("exp_labels", {}).get("check")
+                    fired.add(f"{check['alertname']}[{label}]" if label else check["alertname"])
+    rules = _alert_rules()
+    assert sorted({_rule_id(r) for r in rules} - fired) == []
+    assert sorted({r["alert"] for r in rules} - quiet) == []
+
+
+# --- names, labels and annotations --------------------------------------------------------------
+
+
+def _contract_alerts(contract: str) -> set[str]:
+    section = contract.split("## Alert rules", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"`([A-Za-z]+)`", section)) - {"severity", "summary", "description"}
+
+
+def test_contract_alerts_exist(contract: str) -> None:
+    named = _contract_alerts(contract)
+    assert len(named) == 10, named
+    assert sorted(named - {r["alert"] for r in _alert_rules()}) == []
+
+
+@pytest.mark.parametrize("rule", _alert_rules(), ids=_rule_id)
+def test_rule_labels_and_annotations(rule: dict[str, Any]) -> None:
+    labels = rule.get("labels", {})
+    annotations = rule.get("annotations", {})
+    assert labels.get("severity") in SEVERITIES
+    for key in ("summary", "description", "runbook_url"):
+        assert str(annotations.get(key, "")).strip(), f"missing {key}"
+    assert "{{" not in annotations["summary"], "summary is plain text"
+    if not rule["expr"].lstrip().startswith("absent("):  # absent() results carry no labels
+        assert "$labels" in annotations["description"], "description names what it is about"
+    # The APScheduler job is job_id; `job` is only ever Prometheus' scrape job on `up`.
+    for name, matchers in re.findall(r"([A-Za-z_:][\w:]*)\s*\{([^}]*)\}", rule["expr"]):
+        if re.search(r"\bjob\s*(=|!=|=~|!~)", matchers):
+            assert name in PROMETHEUS_OWN, f"{name} matched on `job`; use job_id"
+    assert not re.search(r"\b(by|without|on|ignoring)\s*\([^)]*\bjob\b", rule["expr"])
+
+
+def _runbook_base() -> str:
+    found = re.search(r"^#\s+RUNBOOK_BASE = (\S+)$", ALERTS.read_text(encoding="utf-8"), re.M)
+    assert found, "alerts.yml must declare its RUNBOOK_BASE in the header comment"
+    return found.group(1)
+
+
+def _github_anchor(heading: str) -> str:
+    text = heading.strip().strip("#").strip().replace("`", "").lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def test_runbook_urls_point_at_runbook_headings() -> None:
+    base = _runbook_base()
+    anchors = {
+        _github_anchor(line)
+        for line in RUNBOOK.read_text(encoding="utf-8").splitlines()
+        if re.match(r"#{1,6} ", line)
+    }
+    for rule in _alert_rules():
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"{base}#{rule['alert'].lower()}", url
+        assert url.split("#", 1)[1] in anchors, f"{url}: no such heading in docs/runbook.md"
+
+
+def test_alerts_doc_and_runbook_cover_every_alert() -> None:
+    doc = ALERTS_DOC.read_text(encoding="utf-8")
+    runbook = RUNBOOK.read_text(encoding="utf-8")
+    for name in {r["alert"] for r in _alert_rules()}:
+        assert name in doc, f"docs/alerts.md does not mention {name}"
+        assert re.search(rf"^## {name}$", runbook, re.M), f"docs/runbook.md has no ## {name}"
+
+
+def test_scrape_job_matches_exporter_down_regex() -> None:
+    """JobstoreExporterDown finds the exporter by its scrape job name: keep the two in step."""
+    exprs = [r["expr"] for r in _alert_rules() if r["alert"] == "JobstoreExporterDown"]
+    regexes = {m for e in exprs for m in re.findall(r'up\{job=~"([^"]+)"\}', e)}
+    assert len(regexes) == 1, regexes
+    (regex,) = regexes
+    config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    jobs = [job["job_name"] for job in config["scrape_configs"]]
+    assert jobs and all(re.fullmatch(regex, job) for job in jobs), (regex, jobs)
+
+
+# --- metric names -------------------------------------------------------------------------------
+
+_STRING_OR_COMMENT = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|`[^`]*`|#[^\n]*')
+_MATCHERS = re.compile(r"\{[^}]*\}")
+_RANGE = re.compile(r"\[[^\]]*\]")
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_NUMBER = re.compile(r"(?<![\w:])\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?:ms|[smhdwy])*(?![\w:])")
+_IDENTIFIER = re.compile(r"[A-Za-z_:][\w:]*")
+_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "inf",
+    "nan",
+    "atan2",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names an expression reads: identifiers that are not functions, keywords or labels."""
+    text = _STRING_OR_COMMENT.sub(" ", expr)
+    text = _MATCHERS.sub(" ", text)
+    text = _RANGE.sub(" ", text)
+    text = _GROUPING.sub(" ", text)
+    text = _NUMBER.sub(" ", text)
+    names = set()
+    for found in _IDENTIFIER.finditer(text):
+        name = found.group()
+        if name.lower() in _KEYWORDS or re.match(r"\s*\(", text[found.end() :]):
+            continue
+        names.add(name)
+    return names
+
+
+def test_metric_name_parser() -> None:
+    expr = """
+      max without (job_id, scheduler) (
+        # comment naming not_a_metric's twin
+        last_over_time(foo_seconds{job_id="x", s='#y'}[1h] offset 25h)
+      ) - ignoring (job_id) group_right bar_total > 26 * 3600 and on() vector(1)
+      or absent(up{job=~".*jobstore.*"}) unless log10(baz:rate5m) > bool 1e3
+    """
+    assert metric_names(expr) == {"foo_seconds", "bar_total", "up", "baz:rate5m"}
+
+
+def _documented_names(text: str) -> tuple[set[str], set[str]]:
+    """Names in the first column of the metric tables, and wildcard prefixes such as process_*."""
+    names: set[str] = set()
+    prefixes: set[str] = set()
+    for name, kind in re.findall(r"^\|\s*`([A-Za-z_:][\w:]*\*?)`[^|]*\|\s*(\w+)", text, re.M):
+        if name.endswith("*"):
+            prefixes.add(name[:-1])
+            continue
+        names.add(name)
+        if kind == "histogram":
+            names.update(f"{name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+        if kind == "summary":
+            names.update(f"{name}_{suffix}" for suffix in ("sum", "count"))
+    return names, prefixes
+
+
+def test_every_metric_in_an_expression_is_documented(contract: str) -> None:
+    names, prefixes = _documented_names(contract)
+    assert "apscheduler_up" in names and "apscheduler_job_run_duration_seconds_bucket" in names
+    if METRICS_DOC.exists():
+        more, more_prefixes = _documented_names(METRICS_DOC.read_text(encoding="utf-8"))
+        names |= more
+        prefixes |= more_prefixes
+    recorded = {rule["record"] for rule in _rules() if "record" in rule}
+    allowed = names | recorded | PROMETHEUS_OWN
+    unknown = {
+        f"{_rule_id(rule) if 'alert' in rule else rule['record']}: {name}"
+        for rule in _rules()
+        for name in metric_names(rule["expr"])
+        if name not in allowed and not any(name.startswith(p) for p in prefixes)
+    }
+    assert sorted(unknown) == [], "metrics named in neither the contract nor docs/metrics.md"
