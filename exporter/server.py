@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import logging
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
-from prometheus_client.exposition import choose_encoder
 
 from exporter.config import Config
 from exporter.metrics import SnapshotCollector, build_registry
 from exporter.poller import StorePoller
+from exporter.render import BodyCache
 from exporter.snapshot import StoreSnapshot
+from exporter.status import StatusOptions, add_routes
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,15 @@ def create_app(config: Config, pollers: Sequence[StorePoller]) -> web.Applicatio
     )
     registry = build_registry(collector)
 
+    bodies = BodyCache(registry, lambda: tuple(p.snapshot.taken_at for p in pollers))
+
     async def metrics(request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = await asyncio.to_thread(encoder, registry)
-        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+        body = await bodies.get(request.headers.get("Accept", ""))
+        headers = {"Content-Type": body.content_type, "Vary": "Accept, Accept-Encoding"}
         if "gzip" in request.headers.get("Accept-Encoding", ""):
-            body = await asyncio.to_thread(gzip.compress, body, 5)
             headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
+            return web.Response(body=body.gzipped, headers=headers)
+        return web.Response(body=body.plain, headers=headers)
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -80,6 +81,7 @@ def create_app(config: Config, pollers: Sequence[StorePoller]) -> web.Applicatio
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_routes(app, snapshots, StatusOptions.from_config(config))  # GET / and /api/status
     app.cleanup_ctx.append(poll_forever)
     return app
 
