@@ -45,15 +45,23 @@ log = logging.getLogger("exporter.kit")
 
 _recorders: weakref.WeakKeyDictionary[BaseScheduler, Recorder] = weakref.WeakKeyDictionary()
 _ids_lock = threading.Lock()
-_ids_taken: dict[int, int] = {}  # pid -> schedulers instrumented with a default id
+_ids_in_use: set[str] = set()  # default scheduler ids of this process's live recorders
 
 
 def _default_scheduler_id(host: str, pid: int) -> str:
-    """`host:pid`, and `host:pid:2`, ... for further schedulers instrumented in one process."""
+    """`host:pid`; `host:pid:2`, ... while other schedulers of this process are instrumented."""
     with _ids_lock:
-        count = _ids_taken.get(pid, 0) + 1
-        _ids_taken[pid] = count
-    return f"{host}:{pid}" if count == 1 else f"{host}:{pid}:{count}"
+        candidate, n = f"{host}:{pid}", 1
+        while candidate in _ids_in_use:
+            n += 1
+            candidate = f"{host}:{pid}:{n}"
+        _ids_in_use.add(candidate)
+    return candidate
+
+
+def _release_scheduler_id(scheduler_id: str) -> None:
+    with _ids_lock:
+        _ids_in_use.discard(scheduler_id)
 
 
 def get_recorder(scheduler: BaseScheduler) -> Recorder | None:
@@ -107,6 +115,7 @@ def instrument(
 
     host = socket.gethostname()
     pid = os.getpid()
+    default_id = scheduler_id is None
     scheduler_id = scheduler_id or _default_scheduler_id(host, pid)
     beats_every = heartbeat_interval if heartbeats is not None else None
 
@@ -158,14 +167,18 @@ def instrument(
     if heartbeat is not None and beats_every:
         heartbeat_task = Task("heartbeat", beats_every, heartbeat.beat, delay=beats_every)
         writer.tasks.append(heartbeat_task)
+
+    # Retention and the sweep for other schedulers' orphaned runs run while this one does.
+    def scheduler_up() -> bool:
+        return bool(scheduler.running)
+
+    def sweep(_engine: sa.Engine) -> bool:
+        recover(include_own=False)
+        return False
+
     sweep_every = max(stale_after / 2, 5.0)
     writer.tasks.append(
-        Task(
-            "closing stale runs",
-            sweep_every,
-            lambda e: bool(recover(False)) and False,
-            delay=sweep_every,
-        )
+        Task("closing stale runs", sweep_every, sweep, delay=sweep_every, active=scheduler_up)
     )
     if retention_days is not None:
         keep = timedelta(days=retention_days)
@@ -176,7 +189,9 @@ def instrument(
                 prune_heartbeats(e, heartbeats, older_than=keep)
             return more
 
-        writer.tasks.append(Task("history retention", retention_interval, retention))
+        writer.tasks.append(
+            Task("history retention", retention_interval, retention, active=scheduler_up)
+        )
 
     def started() -> None:
         if heartbeat is not None:
@@ -216,6 +231,8 @@ def instrument(
     recorder.heartbeat_task = heartbeat_task
     recorder.owns_engine = owns_engine
     _recorders[scheduler] = recorder
+    if default_id:
+        recorder.on_close.append(lambda: _release_scheduler_id(scheduler_id))
 
     scheduler.add_listener(recorder.on_event, EVENTS)
     recorder.instrument_executors()

@@ -210,11 +210,18 @@ class Task:
     """
 
     def __init__(
-        self, name: str, interval: float, fn: Callable[[sa.Engine], bool], *, delay: float = 0.0
+        self,
+        name: str,
+        interval: float,
+        fn: Callable[[sa.Engine], bool],
+        *,
+        delay: float = 0.0,
+        active: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
         self.interval = interval
         self.fn = fn
+        self.active = active  # skipped (not rescheduled early) while this returns False
         self.next_due = time.monotonic() + delay
         self.failing = False
 
@@ -565,6 +572,9 @@ class HistoryWriter:
     def _run_tasks(self) -> None:
         for task in self.tasks:
             if time.monotonic() < task.next_due:
+                continue
+            if task.active is not None and not task.active():
+                task.next_due = time.monotonic() + task.interval
                 continue
             try:
                 more = task.fn(self.engine)
