@@ -1,0 +1,417 @@
+"""The status page (`/`) and `/api/status`, served by the real app over a real store.
+
+The store is written by a real APScheduler (plus a paused job with a hostile name), the history
+table gets rows the way Aegis writes them, and the heartbeat table two scheduler processes. The
+JSON must match what APScheduler itself says; the page must escape what came from the database
+and render in a real browser (headless Chromium) as a non-blank page, in light and dark mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from apscheduler.triggers.cron import CronTrigger
+from conftest import Database, need_server
+from stores import SEED_JOBS, write_jobs
+from test_history_reader import History, ts
+
+from exporter.check import assess
+from exporter.config import load_config
+from exporter.poller import StorePoller
+from exporter.server import create_app
+from exporter.snapshot import JobRuns, JobView, SourceStatus, StoreSnapshot
+from exporter.status import StatusOptions, build_status, render_html
+from exporter.tables import heartbeat_table
+
+HOSTILE_NAME = '<script>alert("name")</script> & Sons'
+HOSTILE_ERROR = "<img src=x onerror=alert(1)> disk full: <b>'/var/backups'</b> & more"
+EVIL_JOB = {
+    "func": "sample_jobs:noop",
+    "trigger": CronTrigger(hour=4, minute=30, timezone="UTC"),
+    "id": "evil_job",
+    "name": HOSTILE_NAME,
+}
+CSP = "default-src 'none'; style-src 'unsafe-inline'"
+
+
+@dataclass
+class Running:
+    server: TestServer
+    pollers: list[StorePoller]
+    next_runs: dict[str, float | None]  # as APScheduler itself reported them
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def get(self, path: str) -> tuple[int, dict[str, str], str]:
+        async with ClientSession() as session, session.get(self.url(path)) as resp:
+            return resp.status, dict(resp.headers), await resp.text()
+
+    async def status(self) -> dict[str, Any]:
+        code, headers, text = await self.get("/api/status")
+        assert code == 200
+        assert headers["Content-Type"].startswith("application/json")
+        return json.loads(text)  # type: ignore[no-any-return]
+
+
+async def start(url: str, next_runs: dict[str, float | None]) -> AsyncIterator[Running]:
+    config = load_config(db_url=url, poll_interval=3600)
+    pollers = [StorePoller(store) for store in config.stores]
+    server = TestServer(create_app(config, pollers), host="127.0.0.1")
+    await server.start_server()
+    try:
+        # The app polls once at start, in a worker thread; wait for it instead of polling
+        # alongside it (a poller is not meant to be read by two threads at once).
+        deadline = time.monotonic() + 20
+        while not all(p.snapshot.sources for p in pollers):
+            assert time.monotonic() < deadline, "the first poll did not finish"
+            await asyncio.sleep(0.02)
+        yield Running(server, pollers, next_runs)
+    finally:
+        await server.close()
+
+
+def add_history(db: Database) -> None:
+    history = History(db)
+    try:
+        history.insert("database_backup", "success", 0, 12.5)
+        history.insert("cleanup_temp", "success", 0, 0.4)
+        history.insert("cleanup_temp", "failed", 100, 101.5, error_message="first")
+        history.insert("cleanup_temp", "failed", 200, 203, error_message=HOSTILE_ERROR)
+        history.insert("report_gen", "success", 50, 52)
+    finally:
+        history.close()
+
+
+def add_heartbeats(db: Database) -> None:
+    engine = db.engine()
+    table = heartbeat_table(sa.MetaData())
+    table.metadata.create_all(engine)
+    now = datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as the kit writes
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {"scheduler_id": "web-1:100", "host": "web-1", "pid": 100, "state": "running",
+                 "started_at": now - timedelta(hours=1), "last_seen": now},
+                {"scheduler_id": "web-2:200", "host": "web-2", "pid": 200, "state": "running",
+                 "started_at": now - timedelta(hours=2), "last_seen": now - timedelta(minutes=10)},
+            ],
+        )  # fmt: skip
+    engine.dispose()
+
+
+@pytest.fixture
+async def app(sqlite_db: Database) -> AsyncIterator[Running]:
+    next_runs = write_jobs(sqlite_db.url, [*SEED_JOBS, EVIL_JOB], pause=("evil_job",))
+    add_history(sqlite_db)
+    add_heartbeats(sqlite_db)
+    async for running in start(sqlite_db.url, next_runs):
+        yield running
+
+
+def iso_matches(item: dict[str, Any], key: str) -> None:
+    """``key`` (ISO-8601 UTC) and ``key_unix`` name the same second."""
+    iso, unix = item[key], item[f"{key}_unix"]
+    if unix is None:
+        assert iso is None
+        return
+    parsed = datetime.fromisoformat(iso)
+    assert parsed.utcoffset() == timedelta(0)
+    assert parsed.timestamp() == pytest.approx(unix, abs=1)
+
+
+# -- JSON ---------------------------------------------------------------------------------------
+
+
+async def test_api_status_matches_the_store(app: Running) -> None:
+    before = time.time()
+    status = await app.status()
+    assert status["schema_version"] == 1 and status["healthy"] is True
+    assert abs(status["generated_at_unix"] - before) < 30
+    iso_matches(status, "generated_at")
+    [store] = status["jobstores"]
+    snapshot = app.pollers[0].snapshot
+    assert store["message"] == assess(snapshot).message == "Scheduler running with 4 tasks"
+    assert store["reachable"] and store["healthy"] and store["error"] is None
+    assert store["tasks"] == {"total": 4, "active": 3, "paused": 1}
+    assert store["overdue"] == [] and store["undecodable"] == 0
+
+    jobs = {job["job_id"]: job for job in store["jobs"]}
+    assert set(jobs) == set(app.next_runs) == {
+        "database_backup", "cleanup_temp", "report_gen", "evil_job"
+    }  # fmt: skip
+    now = status["generated_at_unix"]
+    for job_id, expected in app.next_runs.items():
+        job = jobs[job_id]
+        iso_matches(job, "next_run_time")
+        if expected is None:
+            assert job["paused"] and job["next_run_time_unix"] is None and job["until"] is None
+            continue
+        assert not job["paused"]
+        assert job["next_run_time_unix"] == pytest.approx(expected, abs=1e-3)
+        assert job["seconds_until"] == pytest.approx(expected - now, abs=0.01)
+        assert re.fullmatch(r"in \d+[dhms]", job["until"])
+    assert jobs["evil_job"]["name"] == HOSTILE_NAME
+    assert jobs["database_backup"]["schedule"] == "Daily at 02:00 UTC"
+    assert jobs["database_backup"]["trigger"] == "cron"
+    assert jobs["cleanup_temp"]["schedule"] == "Every 6 hours"
+
+    # Upcoming: the three soonest active jobs, as APScheduler orders them.
+    soonest = sorted((t, i) for i, t in app.next_runs.items() if t is not None)[:3]
+    assert [u["job_id"] for u in store["upcoming"]] == [i for _, i in soonest]
+    assert store["upcoming"][0]["until"] == jobs[soonest[0][1]]["until"]
+
+
+async def test_api_status_history_backup_and_heartbeats(app: Running) -> None:
+    store = (await app.status())["jobstores"][0]
+    assert store["history_available"] is True
+    jobs = {job["job_id"]: job for job in store["jobs"]}
+    last = jobs["cleanup_temp"]["last_run"]
+    assert last["result"] == "failed" and last["consecutive_failures"] == 2
+    assert last["duration_seconds"] == pytest.approx(3)
+    assert last["finished_at_unix"] == ts(203) and last["last_success_unix"] == ts(0.4)
+    assert last["last_error"] == HOSTILE_ERROR
+    for key in ("finished_at", "last_success", "last_failure", "running_since"):
+        iso_matches(last, key)
+    assert jobs["report_gen"]["last_run"]["result"] == "success"
+    assert jobs["evil_job"]["last_run"] is None  # never ran
+
+    [failure] = store["failures"]
+    assert failure["job_id"] == "cleanup_temp" and failure["consecutive_failures"] == 2
+    assert failure["last_error"] == HOSTILE_ERROR and failure["last_failure_unix"] == ts(203)
+
+    backup = store["backup"]
+    assert backup["job_id"] == "database_backup" and backup["in_store"] is True
+    assert backup["result"] == "success" and backup["duration_seconds"] == pytest.approx(12.5)
+    assert backup["finished_at_unix"] == backup["last_success_unix"] == ts(12.5)
+    assert backup["last_failure_unix"] is None and backup["files"] is None
+
+    beats = {beat["scheduler"]: beat for beat in store["schedulers"]}
+    assert beats["web-1:100"]["running"] is True and beats["web-1:100"]["stale"] is False
+    assert beats["web-2:200"]["running"] is False and beats["web-2:200"]["stale"] is True
+    assert beats["web-2:200"]["seconds_since"] == pytest.approx(600, abs=30)
+    assert beats["web-1:100"]["host"] == "web-1" and beats["web-1:100"]["pid"] == 100
+
+    for name in ("jobs", "history", "heartbeats"):
+        source = store["sources"][name]
+        assert source["up"] is True and source["errors_total"] == 0 and source["error"] is None
+        iso_matches(source, "last_success")
+
+
+async def test_an_unreachable_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'missing.sqlite'}"
+    async for running in start(url, {}):
+        status = await running.status()
+        [store] = status["jobstores"]
+        assert status["healthy"] is False
+        assert store["reachable"] is False and store["ever_polled"] is False
+        assert store["message"].startswith("Job store unreachable: ")
+        assert store["jobs"] == [] and store["tasks"] == {"total": 0, "active": 0, "paused": 0}
+        assert store["sources"]["jobs"]["up"] is False
+        assert store["sources"]["jobs"]["errors_total"] == 1
+        code, _, page = await running.get("/")
+        assert code == 200
+        assert "Job store unreachable" in page and "has not been read yet" in page
+
+
+# -- HTML ---------------------------------------------------------------------------------------
+
+
+class Page(HTMLParser):
+    """Tags and text of a page, as a browser's parser would see them."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def names(self) -> set[str]:
+        return {tag for tag, _ in self.tags}
+
+
+async def test_page_headers_and_structure(app: Running) -> None:
+    code, headers, text = await app.get("/")
+    assert code == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert headers["Content-Security-Policy"] == CSP
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    _, api_headers, _ = await app.get("/api/status")
+    assert api_headers["X-Content-Type-Options"] == "nosniff"
+
+    page = Page(text)
+    assert text.startswith("<!DOCTYPE html>")
+    assert ("html", {"lang": "en"}) in page.tags
+    refresh = [a for t, a in page.tags if t == "meta" and a.get("http-equiv") == "refresh"]
+    assert refresh and refresh[0]["content"] == "300"  # poll_interval 3600 s, capped at 5 min
+    assert "title" in page.names() and "table" in page.names()
+    hrefs = {a.get("href") for t, a in page.tags if t == "a"}
+    assert "/metrics" in hrefs
+    # Self-contained: nothing to load, nothing to run.
+    assert not page.names() & {"script", "link", "img", "iframe", "object", "embed"}
+    assert not [a for _, a in page.tags if any(k.startswith("on") for k in a)]
+    assert not re.search(r"(src|href)=\"(https?:)?//", text)
+    assert "prefers-color-scheme" in text
+    words = " ".join("".join(page.text).split())
+    assert "Scheduler running with 4 tasks" in words
+    assert "database_backup: Daily at 02:00 UTC → in" in words  # the seed's upcoming line
+    assert 'scope="col"' in text and "<caption>" in text
+
+
+async def test_page_escapes_what_came_from_the_database(app: Running) -> None:
+    _, _, text = await app.get("/")
+    assert "<script" not in text.lower() and "<img" not in text.lower()
+    assert "<b>'/var" not in text
+    assert "&lt;script&gt;alert(&quot;name&quot;)&lt;/script&gt; &amp; Sons" in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text
+    # ...and reads back as the original strings.
+    words = "".join(Page(text).text)
+    assert HOSTILE_NAME in words and HOSTILE_ERROR in words
+
+
+@dataclass(frozen=True, slots=True)
+class WithBackupFiles(StoreSnapshot):
+    """A snapshot from a later version that also scans ``backup_dir``."""
+
+    backup_files: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    name: str
+    size: int
+    mtime: float
+
+
+def test_build_status_is_a_pure_function_of_snapshots() -> None:
+    now = 1_800_000_000.0
+    runs = JobRuns("database_backup", {}, (), 0.0, 0, last_run_success=False,
+                   last_run_duration=4.0, last_failure=now - 60, last_error="<disk> full",
+                   consecutive_failures=3)  # fmt: skip
+    base = StoreSnapshot(
+        jobstore="main",
+        taken_at=now - 5,
+        jobs=(JobView("database_backup", now - 3600, True, name="Backup", schedule="Daily"),),
+        ever_succeeded=True,
+        sources={"jobs": SourceStatus(ok=True, last_success=now - 5)},
+        history=(runs,),
+    )
+    files = [File("a.db", 10, now - 86400), File("b.db", 0, now - 100)]
+    options = StatusOptions(poll_interval=2, backup_job_ids={"main": "database_backup"})
+    model = build_status([WithBackupFiles(**_fields(base), backup_files=files)], now, options)
+    assert model == build_status([WithBackupFiles(**_fields(base), backup_files=files)], now,
+                                 options)  # fmt: skip
+    [store] = model["jobstores"]
+    assert model["refresh_seconds"] == 5  # never faster than 5 s
+    assert store["healthy"] is False and store["overdue"] == ["database_backup"]
+    assert store["jobs"][0]["until"] == "overdue by 1h"
+    backup = store["backup"]
+    assert backup["result"] == "failed" and backup["consecutive_failures"] == 3
+    assert backup["files"] == {
+        "count": 2,
+        "newest_file_time": "2027-01-15T07:58:20+00:00",
+        "newest_file_time_unix": now - 100,
+        "newest_file_size_bytes": 0,
+        "total_size_bytes": 10,
+    }
+    html = render_html(model)
+    assert "&lt;disk&gt; full" in html and "Backup files" in html and "overdue by 1h" in html
+    # A summary object instead of a list of files works too; no field at all means no files.
+    summary = type("Scan", (), {"count": 7, "newest_mtime": now, "newest_size": 5,
+                                "total_size": 35})()  # fmt: skip
+    scanned = build_status([WithBackupFiles(**_fields(base), backup_files=summary)], now, options)
+    assert scanned["jobstores"][0]["backup"]["files"]["count"] == 7
+    assert build_status([base], now, options)["jobstores"][0]["backup"]["files"] is None
+
+
+def _fields(snapshot: StoreSnapshot) -> dict[str, Any]:
+    return {name: getattr(snapshot, name) for name in StoreSnapshot.__dataclass_fields__}
+
+
+# -- a real browser -----------------------------------------------------------------------------
+
+
+def chromium() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        need_server("Chromium not installed (apt-get install -y chromium); cannot render the page")
+    return path
+
+
+async def browse(url: str, tmp: Path, *args: str) -> bytes:
+    command = [
+        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={tmp / 'profile'}", "--window-size=1280,1600",
+        *args, url,
+    ]  # fmt: skip
+    # Asynchronously: the server answering Chromium runs on this event loop.
+    proc = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    return out
+
+
+def picture(path: Path) -> tuple[tuple[int, int], tuple[int, ...], int, float]:
+    """Size, corner (background) colour, distinct colours, share of non-background pixels."""
+    image_module = pytest.importorskip("PIL.Image", reason="Pillow (the `test` extra) needed")
+    with image_module.open(path) as image:
+        assert image.format == "PNG"
+        rgb = image.convert("RGB")
+        size = rgb.size
+        background = rgb.getpixel((2, 2))
+        colours = rgb.getcolors(maxcolors=1 << 24) or []
+    same = next((count for count, colour in colours if colour == background), 0)
+    return size, background, len(colours), 1 - same / (size[0] * size[1])
+
+
+async def test_page_renders_in_headless_chromium(app: Running, tmp_path: Path) -> None:
+    url = app.url("/")
+    dom = (await browse(url, tmp_path, "--dump-dom")).decode()
+    for job_id in app.next_runs:
+        assert job_id in dom
+    for schedule in ("Daily at 02:00 UTC", "Every 6 hours", "Weekly on Monday at 09:00 UTC"):
+        assert schedule in dom
+    assert "&lt;script&gt;" in dom and "<script" not in dom.lower()
+
+    light, dark = tmp_path / "light.png", tmp_path / "dark.png"
+    await browse(url, tmp_path, f"--screenshot={light}")
+    await browse(url, tmp_path, f"--screenshot={dark}", "--force-dark-mode")
+    for shot in (light, dark):
+        size, _, colours, ink = picture(shot)
+        assert size == (1280, 1600)
+        assert colours > 50, f"{shot.name}: only {colours} colours, a blank page?"
+        assert ink > 0.03, f"{shot.name}: only {ink:.1%} of the page differs from its background"
+    _, light_bg, _, _ = picture(light)
+    _, dark_bg, _, _ = picture(dark)
+    assert sum(light_bg) > 600 and sum(dark_bg) < 150  # prefers-color-scheme is honoured
