@@ -247,3 +247,16 @@ def test_unparseable_sqlite_timestamp(sqlite_db: Database) -> None:
     assert stats.runs["success"] == 1
     assert h.invalid() == {"unparseable timestamp": 1}
     h.close()
+
+
+def test_a_jump_in_the_id_sequence(history: History) -> None:
+    """PostgreSQL sequences jump after a crash; rows far above the cursor are still found."""
+    history.poll()
+    base = history.insert("job", "success", 0, 1)
+    history.poll()
+    history.insert("job", "failed", 10, 11, id=base + 250_000)
+    history.insert("job", "success", 20, 21, id=base + 250_001)
+    stats = history.poll()["job"]
+    assert stats.runs["failed"] == 1 and stats.runs["success"] == 2
+    history.insert("job", "success", 30, 31, id=base + 250_002)  # the sequence carries on
+    assert history.poll()["job"].runs["success"] == 3

@@ -45,6 +45,7 @@ BATCH = 5000
 MAX_BATCHES_PER_POLL = 40
 GAP_TTL = 600.0
 MAX_GAPS = 10_000
+MAX_GAP_RUN = 1_000  # a longer hole is a sequence jump, not transactions in flight
 MAX_DURATION = 366 * 86400.0  # longer than a year is not a duration, it is a corrupt row
 
 _COLUMNS = (
@@ -166,29 +167,52 @@ class HistorySource:
         self._cursor = int(cursor) if cursor is not None else 0
 
     def _read_new(self, connection: sa.Connection, now: float, *, count: bool) -> None:
+        """Rows above the cursor, in bounded id windows.
+
+        ``id > cursor AND id <= cursor + BATCH`` rather than ``ORDER BY id LIMIT``: with stale
+        planner statistics (a bulk load, autovacuum not run yet) PostgreSQL plans the latter as
+        a sequential scan and sort of the whole table; a bounded range always uses the key.
+        """
+        assert self._cursor is not None
         t = self.table
         highest = connection.execute(sa.select(sa.func.max(t.c.id))).scalar()
-        if self._cursor is not None and (highest is None or int(highest) < self._cursor):
+        top = int(highest) if highest is not None else 0
+        if top < self._cursor:
             # The newest rows were deleted; a table without AUTOINCREMENT (SQLite) will hand out
             # their ids again, so read from what is there now.
-            self._cursor = int(highest) if highest is not None else 0
+            self._cursor = top
+        expected = self._cursor + 1
         for _ in range(MAX_BATCHES_PER_POLL):
-            assert self._cursor is not None
-            query = self._select().where(t.c.id > self._cursor).order_by(t.c.id).limit(BATCH)
-            rows = connection.execute(query).all()
-            expected = self._cursor + 1
+            if self._cursor >= top:
+                return
+            upper = min(top, self._cursor + BATCH)
+            query = self._select().where(t.c.id > self._cursor, t.c.id <= upper)
+            rows = sorted(connection.execute(query).all(), key=lambda row: row[0])
+            if not rows:
+                # A jump in the sequence: skip to the next existing id instead of walking.
+                following = connection.execute(
+                    sa.select(sa.func.min(t.c.id)).where(t.c.id > upper)
+                ).scalar()
+                self._cursor = int(following) - 1 if following is not None else top
+                expected = self._cursor + 1
+                continue
             for row in rows:
                 row_id = _int_id(row[0])
                 if row_id is None:
                     continue
-                if row_id > expected and len(self._gaps) < MAX_GAPS:
-                    for missing in range(expected, min(row_id, expected + MAX_GAPS)):
-                        self._gaps.setdefault(missing, now)
+                if expected < row_id <= expected + MAX_GAP_RUN:
+                    # Ids below a committed one may belong to transactions still open.
+                    for missing in range(expected, row_id):
+                        if len(self._gaps) < MAX_GAPS:
+                            self._gaps.setdefault(missing, now)
                 expected = row_id + 1
-                self._cursor = max(self._cursor, row_id)
                 self._apply(row, count=count, now=now)
-            if len(rows) < BATCH:
-                return
+            self._cursor = upper
+            if expected <= upper < expected + MAX_GAP_RUN:
+                for missing in range(expected, upper + 1):
+                    if len(self._gaps) < MAX_GAPS:
+                        self._gaps.setdefault(missing, now)
+            expected = upper + 1
 
     def _recheck(self, connection: sa.Connection, now: float) -> None:
         """Re-read open runs and late-committed ids; forget gaps older than GAP_TTL."""
