@@ -201,6 +201,11 @@ ROW_COLUMNS = (
 
 _INSERT, _UPDATE = 0, 1
 
+STATEMENT_ROWS = 100
+"""Rows per executemany call. SQLAlchemy prepares a call's parameters in one stretch of Python
+that holds the GIL (~2 ms per 100 rows); longer stretches than Python's 5 ms switch interval
+would make the scheduler's event loop wait for the GIL. A batch's transaction spans several."""
+
 
 class Task:
     """A chore the writer thread runs every `interval` seconds (never on the scheduler's loop).
@@ -530,10 +535,13 @@ class HistoryWriter:
             if kind == _UPDATE
         ]
         with self.engine.begin() as conn:
-            if inserts:
-                conn.execute(self._insert, inserts)
-            if updates:
-                conn.execute(self._update, updates)
+            for start in range(0, len(inserts), STATEMENT_ROWS):
+                self._execute(conn, self._insert, inserts[start : start + STATEMENT_ROWS])
+            for start in range(0, len(updates), STATEMENT_ROWS):
+                self._execute(conn, self._update, updates[start : start + STATEMENT_ROWS])
+
+    def _execute(self, conn: sa.Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
+        conn.execute(statement, rows)
 
     def _write_each(
         self, batch: list[tuple[int, str, dict[str, Any], bool]], first: Exception
