@@ -11,6 +11,7 @@ with something an operator can act on. Passwords are kept in :class:`sqlalchemy.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -61,6 +62,9 @@ class Settings(BaseSettings):
     max_backoff: float = Field(default=120.0, gt=0)
     statement_timeout: float = Field(default=10.0, gt=0, le=600)
     overdue_grace: float = Field(default=60.0, ge=0)
+    include_jobs: list[str] = Field(default_factory=list)
+    exclude_jobs: list[str] = Field(default_factory=list)
+    max_jobs: int = Field(default=20_000, ge=1)
     heartbeat_timeout: float = Field(default=30.0, gt=0)
     heartbeat_forget_after: float = Field(default=3600.0, gt=0)
     web_config_file: Path | None = None
@@ -88,6 +92,16 @@ class Settings(BaseSettings):
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected HOST:PORT such as 0.0.0.0:{DEFAULT_PORT}, got {value!r}")
         return value
+
+    @field_validator("include_jobs", "exclude_jobs")
+    @classmethod
+    def _check_patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        return patterns
 
     @field_validator("log_level")
     @classmethod

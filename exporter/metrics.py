@@ -114,7 +114,7 @@ class SnapshotCollector(Collector):
             jobs.add_metric([store, "active"], snap.active_jobs)
             jobs.add_metric([store, "paused"], snap.paused_jobs)
             overdue.add_metric([store], len(overdue_jobs(snap, self.default_grace)))
-            for job in snap.jobs:
+            for job in snap.series_jobs:
                 labels = [store, job.id]
                 info.add_metric(
                     [store, job.id, job.name, job.trigger, job.schedule, job.executor], 1.0
@@ -162,13 +162,13 @@ class SnapshotCollector(Collector):
             store = snap.jobstore
             up.add_metric([store], 1.0 if snap.source_ok("history") else 0.0)
             expected = gauges["expected_run_timestamp_seconds"]
-            for job in snap.jobs:
+            for job in snap.series_jobs:
                 if job.previous_fire_time is not None:
                     expected.add_metric([store, job.id], job.previous_fire_time)
             if snap.history is None or not snap.ever_succeeded:
                 continue
             by_job = {item.job_id: item for item in snap.history}
-            for job in snap.jobs:
+            for job in snap.series_jobs:
                 stats = by_job.get(job.id) or _NO_RUNS
                 labels = [store, job.id]
                 for status in FINISHED:
@@ -185,7 +185,7 @@ class SnapshotCollector(Collector):
         yield from (up, runs, duration, *gauges.values())
 
     def _backups(self, snapshots: list[StoreSnapshot]) -> Iterator[Metric]:
-        """Backup results, from the history rows of each store's backup job."""
+        """Backup results, from the history rows of each store's backup job and backup_dir."""
         families = {
             name: GaugeMetricFamily(f"apscheduler_backup_{name}", text, labels=JOBSTORE)
             for name, text in (
@@ -193,9 +193,23 @@ class SnapshotCollector(Collector):
                 ("last_success_timestamp_seconds", "End of the latest successful backup"),
                 ("last_failure_timestamp_seconds", "End of the latest failed backup"),
                 ("last_duration_seconds", "Duration of the latest backup run"),
+                ("files", "Backup files present in backup_dir"),
+                ("newest_file_timestamp_seconds", "Modification time of the newest backup file"),
+                ("newest_file_size_bytes", "Size of the newest backup file (0 is a failed backup)"),
+                ("total_size_bytes", "All backup files in backup_dir together"),
             )
         }
         for snap in snapshots:
+            files = snap.backup_files
+            if files is not None:
+                _add(families["files"], [snap.jobstore], files.files)
+                _add(
+                    families["newest_file_timestamp_seconds"],
+                    [snap.jobstore],
+                    files.newest_timestamp,
+                )
+                _add(families["newest_file_size_bytes"], [snap.jobstore], files.newest_size)
+                _add(families["total_size_bytes"], [snap.jobstore], files.total_size)
             job_id = self.backup_job_ids.get(snap.jobstore, "database_backup")
             stats = next((s for s in snap.history or () if s.job_id == job_id), None)
             if stats is None:
@@ -253,6 +267,11 @@ class SnapshotCollector(Collector):
             "Rows whose job_state could not be decoded safely",
             labels=JOBSTORE,
         )
+        excluded = GaugeMetricFamily(
+            "jobstore_exporter_jobs_excluded",
+            "Jobs left without per-job series by the include/exclude patterns or max_jobs",
+            labels=["jobstore", "reason"],
+        )
         invalid = CounterMetricFamily(
             "jobstore_exporter_history_invalid_rows",
             "History rows skipped as malformed (NULLs, unknown status, absurd duration...)",
@@ -269,9 +288,11 @@ class SnapshotCollector(Collector):
                 if status.last_success is not None:
                     last_ok.add_metric(labels, status.last_success)
             undecodable.add_metric([snap.jobstore], snap.undecodable)
+            for reason, count in sorted(snap.excluded.items()):
+                excluded.add_metric([snap.jobstore, reason], count)
             for reason, count in sorted(snap.invalid_history_rows.items()):
                 invalid.add_metric([snap.jobstore, reason], count)
-        yield from (build, duration, last_ok, errors, undecodable, invalid)
+        yield from (build, duration, last_ok, errors, undecodable, excluded, invalid)
 
 
 _NO_RUNS = JobRuns(

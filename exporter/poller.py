@@ -15,13 +15,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 import sqlalchemy as sa
 
-from exporter.config import StoreConfig
+from exporter.config import Config, StoreConfig
 from exporter.db import describe_error, reader_engine
+from exporter.selection import JobSelector
 from exporter.snapshot import SourceStatus, StoreSnapshot
+from exporter.sources.backups import BackupDirSource
 from exporter.sources.heartbeats import HeartbeatSource
 from exporter.sources.history import HistorySource
 from exporter.sources.jobs import JobStoreSource
@@ -32,6 +35,22 @@ REPEAT_LOG_EVERY = 600.0
 """An optional source that keeps failing the same way is logged again only this often."""
 
 Reader = Callable[[sa.Connection, float], dict[str, Any]]
+FileReader = Callable[[float], dict[str, Any]]
+"""A source read without the database connection (the backup directory)."""
+
+
+def make_pollers(config: Config) -> list[StorePoller]:
+    """One poller per configured store, with the sidecar's selection and heartbeat settings."""
+    settings = config.settings
+    selector = JobSelector(settings.include_jobs, settings.exclude_jobs, settings.max_jobs)
+    return [
+        StorePoller(
+            store,
+            heartbeat_forget_after=settings.heartbeat_forget_after,
+            selector=selector,
+        )
+        for store in config.stores
+    ]
 
 
 class StorePoller:
@@ -45,26 +64,43 @@ class StorePoller:
         engine: sa.Engine | None = None,
         heartbeat_forget_after: float = 3600.0,
         with_history: bool = True,
+        selector: JobSelector | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.engine = engine or reader_engine(store.url, store.statement_timeout)
         jobs = JobStoreSource(store)
-        self.readers: dict[str, Reader] = {"jobs": self._read_jobs(jobs)}
+        self.readers: dict[str, Reader] = {"jobs": self._read_jobs(jobs, selector)}
         if with_history:
             history = HistorySource(store)
             beats = HeartbeatSource(store, heartbeat_forget_after)
             self.readers["history"] = self._read_history(history)
             self.readers["heartbeats"] = lambda conn, now: {"heartbeats": beats.read(conn, now)}
+        # Read even when the database is unreachable: the files are there or not regardless.
+        self.file_readers: dict[str, FileReader] = {}
+        if with_history and store.backup_dir is not None:
+            backups = BackupDirSource(store)
+            self.file_readers["backups"] = lambda now: {"backup_files": backups.read(now)}
         self.snapshot = StoreSnapshot(jobstore=store.name, taken_at=clock())
         self.failures_in_row = 0
         self._last_logged: dict[str, tuple[str, float]] = {}
 
     @staticmethod
-    def _read_jobs(source: JobStoreSource) -> Reader:
+    def _read_jobs(source: JobStoreSource, selector: JobSelector | None) -> Reader:
         def read(connection: sa.Connection, now: float) -> dict[str, Any]:
             result = source.read(connection, now)
-            return {"jobs": result.jobs, "undecodable": result.undecodable, "ever_succeeded": True}
+            update: dict[str, Any] = {
+                "jobs": result.jobs,
+                "undecodable": result.undecodable,
+                "ever_succeeded": True,
+            }
+            if selector is not None:
+                chosen = selector.select(result.jobs)
+                update["selected"] = chosen.jobs
+                update["excluded"] = MappingProxyType(
+                    {"filter": chosen.excluded_by_filter, "limit": chosen.excluded_by_limit}
+                )
+            return update
 
         return read
 
@@ -100,6 +136,14 @@ class StorePoller:
                 assert connection_error is not None
                 quiet = name != "jobs"
                 statuses[name] = self._failed(name, connection_error, time.perf_counter(), quiet)
+        for name, read_files in self.file_readers.items():
+            started = time.perf_counter()
+            try:
+                updates.update(read_files(self.clock()))
+            except Exception as exc:  # noqa: BLE001 - reported, never raised
+                statuses[name] = self._failed(name, exc, started)
+            else:
+                statuses[name] = self._succeeded(name, started)
         snapshot = replace(snapshot, taken_at=now, **updates)
         for name, status in statuses.items():
             snapshot = snapshot.with_source(name, status)

@@ -53,9 +53,9 @@ class BodyCache:
         async with lock:
             cached = self._bodies.get(key)
             version = self.version()
-            if cached is not None and cached[0] == version:
-                if self.clock() - cached[1] < self.max_age:
-                    return cached[2]
+            fresh = cached is not None and self.clock() - cached[1] < self.max_age
+            if cached is not None and fresh and cached[0] == version:
+                return cached[2]
             started = self.clock()
             body = await asyncio.to_thread(_render, encoder, self.registry, content_type)
             self._bodies[key] = (version, started, body)

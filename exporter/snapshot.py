@@ -67,6 +67,16 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, slots=True)
+class BackupFiles:
+    """The finished backup files in ``backup_dir`` (named by the kit's pattern)."""
+
+    files: int
+    newest_timestamp: float | None  # modification time of the newest file; None without files
+    newest_size: int | None  # its size in bytes (0 bytes is a failed backup)
+    total_size: int
+
+
+@dataclass(frozen=True, slots=True)
 class SourceStatus:
     """How the last read of one source went."""
 
@@ -90,6 +100,14 @@ class StoreSnapshot:
     history: tuple[JobRuns, ...] | None = None  # None until the history table was read once
     invalid_history_rows: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     heartbeats: tuple[Heartbeat, ...] = ()
+    selected: tuple[JobView, ...] | None = None  # jobs with per-job series; None = all
+    excluded: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    backup_files: BackupFiles | None = None  # None without backup_dir or before its first read
+
+    @property
+    def series_jobs(self) -> tuple[JobView, ...]:
+        """The jobs that get per-job series (see exporter.selection)."""
+        return self.jobs if self.selected is None else self.selected
 
     @property
     def up(self) -> bool:
