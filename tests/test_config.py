@@ -157,14 +157,3 @@ def test_version_flag() -> None:
     assert proc.returncode == 0
     assert proc.stdout.strip() == f"jobstore-exporter {__version__}"
 
-
-def test_web_config_is_refused_until_supported(tmp_path: Path) -> None:
-    web = tmp_path / "web.yml"
-    web.write_text("basic_auth_users:\n  admin: $2y$10$abc\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "exporter", "serve", "--db-url", "sqlite:////x.sqlite",
-         "--web-config-file", str(web)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    assert "web_config_file: TLS and basic auth are not supported" in proc.stderr
