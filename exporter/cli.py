@@ -108,7 +108,11 @@ def serve(
         float | None, typer.Option("--poll-interval", help="Seconds between polls [default: 15].")
     ] = None,
     web_config_file: Annotated[
-        Path | None, typer.Option("--web-config-file", help="TLS / basic auth web config.")
+        Path | None,
+        typer.Option(
+            "--web-config-file",
+            help="TLS, client certificate and basic auth settings (exporter-toolkit format).",
+        ),
     ] = None,
 ) -> None:
     """Run the sidecar: poll the job store and serve /metrics."""
@@ -131,18 +135,18 @@ def serve(
         poll_interval=poll_interval,
         web_config_file=web_config_file,
     )
+    web = None
     if cfg.settings.web_config_file is not None:
-        # Refuse rather than serve in the clear while the operator believes TLS/auth are on.
-        err.print(
-            "jobstore-exporter: config error: web_config_file: TLS and basic auth are not "
-            "supported by this version; remove the setting or terminate TLS in front of it",
-            markup=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(2)
-    setup_logging(cfg.settings.log_level, cfg.secrets)
+        from exporter.web_config import load_web_config
+
+        try:
+            web = load_web_config(cfg.settings.web_config_file)
+        except ConfigError as exc:
+            err.print(f"jobstore-exporter: config error: {exc}", markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    setup_logging(cfg.settings.log_level, cfg.secrets + (web.secrets if web else ()))
     try:
-        asyncio.run(run_server(cfg))
+        asyncio.run(run_server(cfg, web_config=web))
     except OSError as exc:
         err.print(
             f"jobstore-exporter: cannot listen on {cfg.settings.listen_address}: "

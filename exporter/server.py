@@ -20,14 +20,20 @@ from exporter.poller import StorePoller
 from exporter.render import BodyCache
 from exporter.snapshot import StoreSnapshot
 from exporter.status import StatusOptions, add_routes
+from exporter.web_config import WebConfig
 
 log = logging.getLogger(__name__)
 
 POLLERS: web.AppKey[Sequence[StorePoller]] = web.AppKey("pollers")
 
 
-def create_app(config: Config, pollers: Sequence[StorePoller]) -> web.Application:
-    """Wire pollers, collector and routes; pollers start and stop with the app."""
+def create_app(
+    config: Config, pollers: Sequence[StorePoller], web_config: WebConfig | None = None
+) -> web.Application:
+    """Wire pollers, collector and routes; pollers start and stop with the app.
+
+    ``web_config`` adds basic auth (every path but ``/healthz``) and response headers.
+    """
     settings = config.settings
 
     def snapshots() -> list[StoreSnapshot]:
@@ -83,6 +89,8 @@ def create_app(config: Config, pollers: Sequence[StorePoller]) -> web.Applicatio
     app.router.add_get("/readyz", readyz)
     add_routes(app, snapshots, StatusOptions.from_config(config))  # GET / and /api/status
     app.cleanup_ctx.append(poll_forever)
+    if web_config is not None:
+        web_config.install(app)
     return app
 
 
@@ -91,22 +99,30 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
-    """Run the sidecar until cancelled."""
+async def serve(
+    config: Config, *, ready: asyncio.Event | None = None, web_config: WebConfig | None = None
+) -> None:
+    """Run the sidecar until cancelled; over TLS when ``web_config`` configures it."""
     pollers = [
         StorePoller(store, heartbeat_forget_after=config.settings.heartbeat_forget_after)
         for store in config.stores
     ]
-    app = create_app(config, pollers)
+    app = create_app(config, pollers, web_config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = split_address(config.settings.listen_address)
-    site = web.TCPSite(runner, host, port)
+    ssl_context = web_config.ssl_context() if web_config is not None else None
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
         for store in config.stores:
             log.info("jobstore %s: reading %s", store.name, store.display_url)
-        log.info("serving metrics on http://%s:%d/metrics", host, port)
+        scheme = "https" if ssl_context is not None else "http"
+        log.info("serving metrics on %s://%s:%d/metrics", scheme, host, port)
+        if web_config is not None:
+            log.info("web config %s: %s", web_config.path, web_config.describe())
+            if web_config.users and ssl_context is None:
+                log.warning("basic auth without TLS: passwords cross the network in clear text")
         if ready is not None:
             ready.set()
         await asyncio.Event().wait()

@@ -1,0 +1,598 @@
+"""The web config file: TLS, client certificates, basic auth and response headers.
+
+The file has the format of Prometheus' exporter-toolkit (``--web.config.file``), so the same file
+works here and ``promtool check web-config`` checks it. Everything is validated when the file is
+loaded, certificates included: a mistake becomes one :class:`ConfigError` line naming the key and
+the fix, and ``serve`` exits 2 before it listens. Where Python's ``ssl`` module cannot do what a
+setting asks (a list of curves, a client certificate that is required but not verified), the
+setting is refused rather than quietly served differently.
+
+Secrets: the bcrypt hashes are never printed (not in ``repr``, not in an error line, and the
+logging filter scrubs them), and request passwords are neither logged nor kept: a successful check
+is remembered only as an HMAC with a key that lives in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+import ssl
+import warnings
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import bcrypt
+import yaml
+from aiohttp import web
+
+from exporter.config import ConfigError
+
+REALM = "jobstore-exporter"
+#: Paths served without basic auth: liveness probes carry no credentials and reveal nothing.
+OPEN_PATHS = frozenset({"/healthz"})
+
+CLIENT_AUTH_TYPES = (
+    "NoClientCert",
+    "RequestClientCert",
+    "RequireAnyClientCert",
+    "VerifyClientCertIfGiven",
+    "RequireAndVerifyClientCert",
+)
+# RequestClientCert asks for a certificate and neither requires nor verifies it: the access policy
+# is that of NoClientCert, which is how Python's ssl module can express it.
+_VERIFY_MODES = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_NEEDS_CA = ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
+
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+
+# Go's names (crypto/tls CipherSuites) -> OpenSSL's, for TLS 1.2 and older.
+CIPHER_SUITES = {
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+}
+# TLS 1.3 suites are not configurable (in Go either): accepted and left to the library.
+TLS13_CIPHER_SUITES = frozenset(
+    {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
+)
+CURVES = {
+    "CurveP256": "prime256v1",
+    "CurveP384": "secp384r1",
+    "CurveP521": "secp521r1",
+    "X25519": "X25519",
+}
+
+# Only these headers, and for two of them only these values, as in the exporter-toolkit.
+HEADERS: dict[str, tuple[str, ...]] = {
+    "Content-Security-Policy": (),
+    "Strict-Transport-Security": (),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": (),
+}
+
+_BCRYPT = re.compile(rb"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+_BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; Go and htpasswd ignore the rest too
+_MAKE_HASH = "make one with htpasswd -nBC 10 \"\" | tr -d ':\\n' (see docs/security.md)"
+
+_TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
+_TLS_KEYS = (
+    "cert_file",
+    "key_file",
+    "client_auth_type",
+    "client_ca_file",
+    "min_version",
+    "max_version",
+    "cipher_suites",
+    "prefer_server_cipher_suites",
+    "curve_preferences",
+)
+_HTTP_KEYS = ("http2", "headers")
+# exporter-toolkit keys this exporter does not implement: refused, never silently ignored.
+_UNSUPPORTED = {
+    "rate_limit": "rate limiting is not supported; remove it (limit at a proxy if needed)",
+    "basic_auth_excluded_paths": "not supported; only /healthz is open without basic auth",
+    "tls_server_config.cert": "inline certificates are not supported; use cert_file",
+    "tls_server_config.key": "inline keys are not supported; use key_file",
+    "tls_server_config.client_ca": "inline CAs are not supported; use client_ca_file",
+    "tls_server_config.client_allowed_sans": (
+        "not supported; issue client certificates from a CA used only for scraping instead"
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """``tls_server_config`` with paths made absolute to the web config file's directory."""
+
+    cert_file: Path
+    key_file: Path
+    client_auth_type: str = "NoClientCert"
+    client_ca_file: Path | None = None
+    min_version: str = "TLS12"
+    max_version: str = "TLS13"
+    cipher_suites: tuple[str, ...] = ()
+    prefer_server_cipher_suites: bool = True
+    curve_preferences: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """A validated web config file. ``users`` maps user names to bcrypt hashes (never shown)."""
+
+    path: Path
+    tls: TLSSettings | None = None
+    http2: bool = True  # accepted for compatibility; aiohttp serves HTTP/1.1 only
+    headers: tuple[tuple[str, str], ...] = ()
+    users: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The bcrypt hashes: not passwords, but never printed either (scrubbed from logs)."""
+        return tuple(hashed.decode("ascii") for _, hashed in self.users)
+
+    def describe(self) -> str:
+        """One line for the startup log; names no user and no file content."""
+        tls = self.tls
+        if tls is None:
+            said = "TLS off"
+        else:
+            said = (
+                f"TLS on ({tls.min_version}..{tls.max_version}, "
+                f"client certificates: {tls.client_auth_type})"
+            )
+        if self.users:
+            return f"{said}, basic auth for {len(self.users)} user(s) (/healthz open)"
+        return f"{said}, no basic auth"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A server context for the certificates and policy of ``tls_server_config``."""
+        if self.tls is None:
+            return None
+        try:
+            return _ssl_context(self.tls)
+        except _Invalid as exc:
+            raise exc.config_error(self.path) from None
+
+    def install(self, app: web.Application) -> None:
+        """Add basic auth (outermost middleware) and the configured headers to ``app``."""
+        if self.headers:
+            headers = self.headers
+
+            async def add_headers(_request: web.Request, response: web.StreamResponse) -> None:
+                for name, value in headers:  # a handler's own value wins, as in the toolkit
+                    response.headers.setdefault(name, value)
+
+            app.on_response_prepare.append(add_headers)
+        if self.users:
+            app.middlewares.insert(0, BasicAuth(self.users).middleware)
+
+
+# --- Basic auth --------------------------------------------------------------------------------
+
+
+class BasicAuth:
+    """Checks ``Authorization: Basic`` against bcrypt hashes, off the event loop.
+
+    A bcrypt check costs tens of milliseconds of CPU by design, so it runs in a worker thread, one
+    at a time (a flood of wrong passwords then holds one thread, not the pool that renders
+    ``/metrics``). Successful checks are remembered as HMAC-SHA256 digests of user, hash and
+    password under a key made at start: a scraper that sends the same credentials every 15 s pays
+    bcrypt once, and no password is ever stored. An unknown user costs a bcrypt check like a known
+    one, so timing does not tell which user names exist.
+    """
+
+    def __init__(self, users: Sequence[tuple[str, bytes]], cache_size: int = 256) -> None:
+        if not users:
+            raise ValueError("BasicAuth needs at least one user")
+        self._users = [(name.encode("utf-8"), hashed) for name, hashed in users]
+        self._key = secrets.token_bytes(32)
+        self._ok: OrderedDict[bytes, None] = OrderedDict()
+        self._cache_size = cache_size
+        self._bcrypt_slot = asyncio.Semaphore(1)
+
+    def _digest(self, user: bytes, hashed: bytes, password: bytes) -> bytes:
+        mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        for part in (user, hashed, password):
+            mac.update(len(part).to_bytes(4, "big"))
+            mac.update(part)
+        return mac.digest()
+
+    async def check(self, authorization: str | None) -> bool:
+        """True if the header carries the name and password of a configured user."""
+        credentials = parse_basic(authorization)
+        if credentials is None:
+            return False
+        user, password = credentials
+        password = password[:_BCRYPT_MAX_BYTES]
+        hashed: bytes | None = None
+        for name, candidate in self._users:  # compare every name: no early exit
+            if hmac.compare_digest(name, user):
+                hashed = candidate
+        known = hashed is not None
+        target = hashed if hashed is not None else self._users[0][1]
+        digest = self._digest(user, target, password)
+        if known and digest in self._ok:
+            self._ok.move_to_end(digest)
+            return True
+        async with self._bcrypt_slot:
+            matches = await asyncio.to_thread(_bcrypt_matches, password, target)
+        if not (known and matches):
+            return False
+        self._ok[digest] = None
+        while len(self._ok) > self._cache_size:
+            self._ok.popitem(last=False)
+        return True
+
+    @web.middleware
+    async def middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        if request.path in OPEN_PATHS or await self.check(request.headers.get("Authorization")):
+            return await handler(request)
+        return web.Response(
+            status=401,
+            text="401: Unauthorized\n",
+            headers={"WWW-Authenticate": f'Basic realm="{REALM}"'},
+        )
+
+
+def parse_basic(authorization: str | None) -> tuple[bytes, bytes] | None:
+    """``(user, password)`` from a Basic ``Authorization`` header, or None if there is none."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = raw.partition(b":")
+    return (user, password) if sep else None
+
+
+def _bcrypt_matches(password: bytes, hashed: bytes) -> bool:
+    try:
+        return bcrypt.checkpw(password, hashed)
+    except ValueError:
+        return False
+
+
+# --- Loading -----------------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A problem found while reading: the key path and the message, turned into a ConfigError."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+    def config_error(self, path: Path) -> ConfigError:
+        where = "" if self.key == "file" else f"{self.key}: "
+        return ConfigError(f"web config file {path}: {where}{self.message}")
+
+
+def _fail(key: str, message: str) -> NoReturn:
+    raise _Invalid(key, message)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice (two entries for one user, say), like Go's."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:
+            _fail("file", f"line {key_node.start_mark.line + 1}: a key must be a plain value")
+        if duplicate:
+            _fail(
+                "file", f"key {key!r} given twice (line {key_node.start_mark.line + 1}); keep one"
+            )
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """Read and validate ``path``, certificates included; raise a one-line ConfigError."""
+    try:
+        config = _load(path)
+    except _Invalid as exc:
+        raise exc.config_error(path) from None
+    config.ssl_context()  # loads certificate, key and CA now rather than at the first client
+    return config
+
+
+def _load(path: Path) -> WebConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        _fail("file", f"cannot read it: {reason or exc}; check --web-config-file")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        # Never str(exc): its snippet of the offending line could be a password hash.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        _fail("file", f"invalid YAML{where}: {getattr(exc, 'problem', None) or 'syntax error'}")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        _fail("file", "expected a mapping with tls_server_config, http_server_config, ...")
+    _check_keys(data, "", _TOP_KEYS)
+    base = path.parent
+    tls = _tls(data["tls_server_config"], base) if "tls_server_config" in data else None
+    http2, headers = _http(data.get("http_server_config"))
+    users = _users(data.get("basic_auth_users"))
+    return WebConfig(path=path, tls=tls, http2=http2, headers=headers, users=users)
+
+
+def _check_keys(section: dict[Any, Any], prefix: str, known: tuple[str, ...]) -> None:
+    for key in section:
+        name = f"{prefix}{key}"
+        if name in _UNSUPPORTED:
+            _fail(name, _UNSUPPORTED[name])
+        if key not in known:
+            _fail(name, f"unknown key; expected one of {', '.join(known)} (check the spelling)")
+
+
+def _mapping(value: Any, key: str) -> dict[Any, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _fail(key, "expected a mapping of keys")
+    return value
+
+
+def _text(value: Any, key: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        _fail(key, f"expected {what}")
+    return value
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        _fail(key, "expected true or false")
+    return value
+
+
+def _names(value: Any, key: str, known: Sequence[str]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        _fail(key, "expected a list")
+    for item in value:
+        if item not in known:
+            _fail(key, f"unknown value {item!r}; expected any of {', '.join(known)}")
+    return tuple(value)
+
+
+def _file(value: Any, key: str, base: Path) -> Path:
+    name = Path(_text(value, key, "a file name (relative to the web config file's directory)"))
+    path = name if name.is_absolute() else base / name
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        _fail(key, f"cannot read {path}: {exc.strerror or exc}")
+    return path
+
+
+def _tls(value: Any, base: Path) -> TLSSettings:
+    prefix = "tls_server_config."
+    section = _mapping(value, "tls_server_config")
+    _check_keys(section, prefix, _TLS_KEYS)
+    for required in ("cert_file", "key_file"):
+        if section.get(required) is None:
+            _fail(
+                f"{prefix}{required}",
+                "not set; TLS needs both cert_file and key_file "
+                "(or remove tls_server_config to serve plain HTTP)",
+            )
+    auth = section.get("client_auth_type") or "NoClientCert"
+    if not isinstance(auth, str):
+        _fail(f"{prefix}client_auth_type", f"expected one of {', '.join(CLIENT_AUTH_TYPES)}")
+    if auth in ("RequireAnyClientCert", "RequireClientCert"):
+        _fail(
+            f"{prefix}client_auth_type",
+            f"{auth} accepts a certificate nobody verified and Python's TLS cannot express it; "
+            "use RequireAndVerifyClientCert with client_ca_file",
+        )
+    if auth not in _VERIFY_MODES:
+        _fail(
+            f"{prefix}client_auth_type",
+            f"{auth!r} is not one of {', '.join(CLIENT_AUTH_TYPES)}",
+        )
+    ca_value = section.get("client_ca_file")
+    if auth in _NEEDS_CA and ca_value is None:
+        _fail(
+            f"{prefix}client_ca_file",
+            f"not set; client_auth_type {auth} verifies client certificates against it, "
+            "so name the PEM file of the CA that issues them",
+        )
+    if ca_value is not None and auth == "NoClientCert":
+        _fail(
+            f"{prefix}client_auth_type",
+            "client_ca_file is set but client certificates are not asked for; "
+            "set client_auth_type: RequireAndVerifyClientCert (or remove client_ca_file)",
+        )
+    versions = {}
+    for key, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
+        version = section.get(key, default)
+        if not isinstance(version, str) or version not in TLS_VERSIONS:
+            _fail(f"{prefix}{key}", f"{version!r} is not one of {', '.join(TLS_VERSIONS)}")
+        versions[key] = version
+    if TLS_VERSIONS[versions["min_version"]] > TLS_VERSIONS[versions["max_version"]]:
+        _fail(f"{prefix}min_version", "is above max_version; lower it or raise max_version")
+    ciphers = _names(
+        section.get("cipher_suites"),
+        f"{prefix}cipher_suites",
+        [*CIPHER_SUITES, *sorted(TLS13_CIPHER_SUITES)],
+    )
+    curves = _names(section.get("curve_preferences"), f"{prefix}curve_preferences", list(CURVES))
+    if len(curves) > 1:
+        _fail(
+            f"{prefix}curve_preferences",
+            "Python's TLS can pin one curve but not order several; list one, or remove the key "
+            "for the library's default set",
+        )
+    prefer = section.get("prefer_server_cipher_suites", True)
+    return TLSSettings(
+        cert_file=_file(section["cert_file"], f"{prefix}cert_file", base),
+        key_file=_file(section["key_file"], f"{prefix}key_file", base),
+        client_auth_type=auth,
+        client_ca_file=(
+            _file(ca_value, f"{prefix}client_ca_file", base) if ca_value is not None else None
+        ),
+        min_version=versions["min_version"],
+        max_version=versions["max_version"],
+        cipher_suites=ciphers,
+        prefer_server_cipher_suites=_bool(prefer, f"{prefix}prefer_server_cipher_suites"),
+        curve_preferences=curves,
+    )
+
+
+def _http(value: Any) -> tuple[bool, tuple[tuple[str, str], ...]]:
+    prefix = "http_server_config."
+    section = _mapping(value, "http_server_config")
+    _check_keys(section, prefix, _HTTP_KEYS)
+    http2 = _bool(section.get("http2", True), f"{prefix}http2")
+    headers = []
+    for name, header_value in _mapping(section.get("headers"), f"{prefix}headers").items():
+        key = f"{prefix}headers.{name}"
+        if name not in HEADERS:
+            _fail(key, f"this header cannot be configured; allowed: {', '.join(HEADERS)}")
+        if not isinstance(header_value, str) or "\r" in header_value or "\n" in header_value:
+            _fail(key, "expected a one-line string")
+        if header_value == "":
+            continue  # blank means unset, as in the exporter-toolkit
+        allowed = HEADERS[name]
+        if allowed and header_value not in allowed:
+            _fail(key, f"{header_value!r} is not one of {', '.join(allowed)}")
+        headers.append((name, header_value))
+    return http2, tuple(headers)
+
+
+def _users(value: Any) -> tuple[tuple[str, bytes], ...]:
+    section = _mapping(value, "basic_auth_users")
+    users = []
+    for name, hashed in section.items():
+        # Messages here name the user, never the value: it may be a hash or a pasted password.
+        if not isinstance(name, str) or not name:
+            _fail("basic_auth_users", "user names must be non-empty strings; quote them")
+        key = f"basic_auth_users.{name}"
+        if ":" in name:
+            _fail(key, "a user name cannot contain ':' (Basic auth splits user and password there)")
+        if not isinstance(hashed, str) or not _BCRYPT.fullmatch(hashed.encode("ascii", "replace")):
+            _fail(key, f"the value is not a bcrypt hash (never a plain password); {_MAKE_HASH}")
+        users.append((name, hashed.encode("ascii")))
+    return tuple(users)
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+def _ssl_context(tls: TLSSettings) -> ssl.SSLContext:
+    prefix = "tls_server_config."
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with warnings.catch_warnings():  # TLS10/TLS11 are deprecated, and asked for explicitly
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = TLS_VERSIONS[tls.min_version]
+        context.maximum_version = TLS_VERSIONS[tls.max_version]
+    if tls.prefer_server_cipher_suites:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    older = [CIPHER_SUITES[name] for name in tls.cipher_suites if name in CIPHER_SUITES]
+    if older:
+        try:
+            context.set_ciphers(":".join(older))
+        except ssl.SSLError:
+            _fail(f"{prefix}cipher_suites", "none of these suites is available in this OpenSSL")
+    if tls.curve_preferences:
+        try:
+            context.set_ecdh_curve(CURVES[tls.curve_preferences[0]])
+        except (ValueError, ssl.SSLError):
+            _fail(f"{prefix}curve_preferences", "this curve is not available in this OpenSSL")
+
+    encrypted = False
+
+    def no_passphrase() -> bytes:
+        nonlocal encrypted
+        encrypted = True
+        return b""
+
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=no_passphrase)
+    except (ssl.SSLError, OSError) as exc:
+        if encrypted:
+            _fail(
+                f"{prefix}key_file",
+                f"{tls.key_file} is encrypted; give a key without a passphrase "
+                "(openssl pkey -in KEY -out KEY.plain) and protect it by file permissions",
+            )
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or "unreadable"
+        _fail(
+            f"{prefix}cert_file",
+            f"cannot load {tls.cert_file} with key {tls.key_file} ({reason}); both must be PEM "
+            "and the key must belong to the certificate",
+        )
+    if tls.client_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=tls.client_ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or "no PEM certificate in it"
+            _fail(f"{prefix}client_ca_file", f"cannot load {tls.client_ca_file} ({reason})")
+        if context.cert_store_stats()["x509"] == 0:
+            _fail(f"{prefix}client_ca_file", f"no certificate in {tls.client_ca_file}")
+    context.verify_mode = _VERIFY_MODES[tls.client_auth_type]
+    return context
