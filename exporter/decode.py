@@ -812,15 +812,21 @@ _COMBINING: Final[dict[type, type]] = {
 
 
 def _count_placeholders(*roots: object) -> int:
-    """Placeholders reachable from ``args``/``kwargs``, each counted once (iterative: no depth
-    limit is needed, and ids rather than hashes, so nothing hostile is hashed)."""
+    """Placeholders reachable from ``args``/``kwargs``.
+
+    An instance shared through the pickle memo is one object and counts once; a bare class
+    reference (every unknown class becomes the one ``_Placeholder`` class) counts wherever it
+    appears. Iterative, so no depth limit is needed, and by id, so nothing hostile is hashed.
+    """
     count = 0
     seen: set[int] = set()
     pending = list(roots)
     while pending:
         obj: Any = pending.pop()
         kind = type(obj)
-        if kind is _Placeholder:
+        if obj is _Placeholder:
+            count += 1
+        elif kind is _Placeholder:
             if id(obj) not in seen:
                 seen.add(id(obj))
                 count += 1
