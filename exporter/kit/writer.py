@@ -207,6 +207,10 @@ that holds the GIL (~2 ms per 100 rows); longer stretches than Python's 5 ms swi
 would make the scheduler's event loop wait for the GIL. A batch's transaction spans several."""
 
 
+INACTIVE_RECHECK = 5.0
+"""Seconds after which a task that was not active (its scheduler not running) is checked again."""
+
+
 class Task:
     """A chore the writer thread runs every `interval` seconds (never on the scheduler's loop).
 
@@ -226,7 +230,7 @@ class Task:
         self.name = name
         self.interval = interval
         self.fn = fn
-        self.active = active  # skipped (not rescheduled early) while this returns False
+        self.active = active  # skipped while this returns False
         self.next_due = time.monotonic() + delay
         self.failing = False
 
@@ -582,7 +586,7 @@ class HistoryWriter:
             if time.monotonic() < task.next_due:
                 continue
             if task.active is not None and not task.active():
-                task.next_due = time.monotonic() + task.interval
+                task.next_due = time.monotonic() + min(task.interval, INACTIVE_RECHECK)
                 continue
             try:
                 more = task.fn(self.engine)
