@@ -180,6 +180,7 @@ def instrument(
     writer.tasks.append(
         Task("closing stale runs", sweep_every, sweep, delay=sweep_every, active=scheduler_up)
     )
+    retention_task: Task | None = None
     if retention_days is not None:
         keep = timedelta(days=retention_days)
 
@@ -189,9 +190,10 @@ def instrument(
                 prune_heartbeats(e, heartbeats, older_than=keep)
             return more
 
-        writer.tasks.append(
-            Task("history retention", retention_interval, retention, active=scheduler_up)
+        retention_task = Task(
+            "history retention", retention_interval, retention, active=scheduler_up
         )
+        writer.tasks.append(retention_task)
 
     def started() -> None:
         if heartbeat is not None:
@@ -199,6 +201,8 @@ def instrument(
         writer.start()
         if heartbeat_task is not None:
             writer.run_soon(heartbeat_task)
+        if retention_task is not None:
+            writer.run_soon(retention_task)
 
     def state_changed() -> None:
         if heartbeat_task is not None:
