@@ -44,6 +44,7 @@ class EventCounter:
     def __init__(self, scheduler: BaseScheduler) -> None:
         self.counts: Counter[str] = Counter()
         self.per_job: Counter[tuple[str, str]] = Counter()
+        self.retvals: dict[str, list[Any]] = {}  # job id -> return values of successful runs
         self._lock = threading.Lock()
         scheduler.add_listener(self, self.MASK)
 
@@ -60,6 +61,8 @@ class EventCounter:
         with self._lock:
             self.counts[status] += n
             self.per_job[(event.job_id, status)] += n
+            if status == "success":
+                self.retvals.setdefault(event.job_id, []).append(event.retval)
 
     def total(self) -> int:
         with self._lock:

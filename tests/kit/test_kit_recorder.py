@@ -17,11 +17,14 @@ from kit_helpers import EventCounter, history, per_job_counts, status_counts, wa
 
 from exporter.kit import instrument
 
-NAP = 0.15  # seconds a "slow" job sleeps; recorded durations must be within 20 ms of it
+NAP = 0.15  # seconds a "slow" job sleeps
 
 
-def nap() -> None:
+def nap() -> float:
+    """Sleep; return the time it really took, as the job itself measured it."""
+    began = time.perf_counter()
     time.sleep(NAP)
+    return time.perf_counter() - began
 
 
 def boom() -> None:
@@ -32,9 +35,12 @@ def quick() -> None:
     pass
 
 
-def assert_duration(row: dict, seconds: float) -> None:
+def assert_duration(row: dict, slept: float, measured: list[float]) -> None:
+    """At least the sleep, and within 20 ms of what the job measured itself (on a loaded
+    machine a sleep can overrun; the recorder must still time the real run)."""
     assert row["duration_ms"] is not None
-    assert abs(row["duration_ms"] - seconds * 1000) <= 20, row
+    assert row["duration_ms"] >= slept * 1000 - 1, row
+    assert min(abs(row["duration_ms"] - m * 1000) for m in measured) <= 20, (row, measured)
 
 
 def test_background_scheduler_rows_match_events(any_db):
@@ -74,7 +80,7 @@ def test_background_scheduler_rows_match_events(any_db):
     (nap_row,) = [r for r in rows if r["job_id"] == "nap"]
     assert nap_row["status"] == "success"
     assert nap_row["job_name"] == "Nap a while"
-    assert_duration(nap_row, NAP)
+    assert_duration(nap_row, NAP, counter.retvals["nap"])
     assert nap_row["started_at"] <= nap_row["finished_at"]
     assert nap_row["host"] and nap_row["pid"] == os.getpid()
     assert nap_row["scheduler_id"] == recorder.scheduler_id
@@ -96,7 +102,7 @@ def test_background_scheduler_rows_match_events(any_db):
     assert {r["status"] for r in overlap} == {"success", "skipped"}
     for row in overlap:
         if row["status"] == "success":
-            assert_duration(row, NAP)
+            assert_duration(row, NAP, counter.retvals["overlap"])
 
     backlog = sorted(
         (r for r in rows if r["job_id"] == "backlog"), key=lambda r: r["scheduled_run_time"]
@@ -135,7 +141,9 @@ async def test_asyncio_scheduler_coroutines_and_threads(any_db):
     instrument(scheduler, any_db.url)
 
     async def anap():
+        began = time.perf_counter()
         await asyncio.sleep(NAP)
+        return time.perf_counter() - began
 
     async def aboom():
         await asyncio.sleep(0)
@@ -158,8 +166,8 @@ async def test_asyncio_scheduler_coroutines_and_threads(any_db):
     rows = history(any_db.engine())
     assert per_job_counts(rows) == counter.per_job
     by_job = {r["job_id"]: r for r in rows if r["status"] != "skipped"}
-    assert_duration(by_job["anap"], NAP)
-    assert_duration(by_job["thread-nap"], NAP)
+    assert_duration(by_job["anap"], NAP, counter.retvals["anap"])
+    assert_duration(by_job["thread-nap"], NAP, counter.retvals["thread-nap"])
     assert by_job["aboom"]["status"] == "failed"
     assert by_job["aboom"]["error_message"] == "KeyError: 'missing'"
 
@@ -207,7 +215,7 @@ def test_process_pool_times_runs_in_the_child(sqlite_db):
     rows = {r["job_id"]: r for r in history(engine)}
     assert per_job_counts(list(rows.values())) == counter.per_job
     assert rows["pnap"]["status"] == "success"
-    assert_duration(rows["pnap"], 0.3)
+    assert_duration(rows["pnap"], 0.3, counter.retvals["pnap"])
     assert rows["pnap"]["pid"] != os.getpid()  # where the run happened
     assert rows["pboom"]["status"] == "failed"
     assert rows["pboom"]["error_message"] == "RuntimeError: child failed"
@@ -227,7 +235,7 @@ def test_instrument_after_start_and_executor_added_later(sqlite_db):
     rows = history(sqlite_db.engine())
     assert per_job_counts(rows) == counter.per_job
     for row in rows:
-        assert_duration(row, NAP)
+        assert_duration(row, NAP, counter.retvals[row["job_id"]])
 
 
 class HomegrownExecutor(ThreadPoolExecutor):
