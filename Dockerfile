@@ -22,16 +22,16 @@ COPY exporter ./exporter
 # need reproducible images.
 RUN /opt/venv/bin/pip install --no-cache-dir .
 
-# ---- runtime: the virtualenv only, as an unprivileged user ---------------------------------------
-FROM python:3.11.14-slim-bookworm AS runtime
+# ---- base: the virtualenv only, as an unprivileged user -------------------------------------------
+FROM python:3.11.14-slim-bookworm AS base
 
 LABEL org.opencontainers.image.title="jobstore-exporter" \
       org.opencontainers.image.description="Prometheus exporter sidecar for APScheduler 3 database job stores" \
       org.opencontainers.image.licenses="MIT"
 
 # A fixed uid/gid (10001) so Kubernetes' runAsUser/fsGroup and volume ownership can name it.
-# /data and /backups are owned by it so that named volumes mounted there start writable, for the
-# demo scheduler that runs from this image in docker-compose.sqlite.yml and docker-compose.yml.
+# /data and /backups are owned by it so that named volumes mounted there start writable (the
+# compose stacks keep the demo app's SQLite file and backups there).
 RUN groupadd --system --gid 10001 exporter \
     && useradd --system --uid 10001 --gid exporter --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin exporter \
@@ -45,10 +45,27 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 USER 10001:10001
 WORKDIR /tmp
+
+# ---- demo-app: the compose stacks' app (deploy/demo_scheduler.py, mounted at /app) -------------
+# Only for docker-compose*.yml (`target: demo-app`); pg_dump backs up its PostgreSQL database.
+# Debian bookworm's client is PostgreSQL 15: the server must not be newer.
+FROM base AS demo-app
+USER 0
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client \
+    && rm -rf /var/lib/apt/lists/*
+USER 10001:10001
+ENTRYPOINT ["python", "/app/demo_scheduler.py"]
+
+# ---- exporter: the sidecar (the default target) -------------------------------------------------
+FROM base AS exporter
+
 EXPOSE 9814
 
 # No curl in slim images: ask /healthz with Python, on the port of JOBSTORE_EXPORTER_LISTEN_ADDRESS
-# (default 9814). Assumes the exporter listens on all interfaces or on loopback.
+# (default 9814). Assumes plain HTTP on all interfaces or on loopback: with TLS in a web config
+# file, override it (docs/deploy.md).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('JOBSTORE_EXPORTER_LISTEN_ADDRESS', '').rpartition(':')[2] or '9814'; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
 

@@ -6,7 +6,7 @@ to ``scheduler_heartbeat``; every start re-registers the jobs from code with
 ``replace_existing=True``. The jobs are those of ``jobstore-exporter demo`` (``exporter.demo``):
 ``database_backup`` daily at 02:00 UTC, ``cleanup_temp`` every 6 hours, ``report_gen`` weekly on
 Monday at 09:00 UTC and ``sync_inventory`` every 20 s, failing about one run in five. Unlike the
-demo's backup, the one here works on any database.
+demo's backup, the one here also backs up PostgreSQL (with ``pg_dump``).
 
 Run it beside ``jobstore-exporter serve`` (see docs/getting-started.md)::
 
@@ -34,18 +34,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import gzip
-import json
 import logging
 import os
 import signal
+import subprocess
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -59,8 +55,6 @@ from exporter.kit.writer import normalize_url
 
 log = logging.getLogger("demo_scheduler")
 
-BACKUP_PREFIX = "backup_"
-
 # The database the backup job copies. Set by main(); a job's arguments are pickled into the job
 # store, so the engine (and the password in its URL) must not be one of them.
 _engine: sa.Engine | None = None
@@ -69,45 +63,44 @@ _engine: sa.Engine | None = None
 def backup_database(backup_dir: str, keep: int = 7) -> str:
     """Back up the scheduler's database into ``backup_dir``, keeping the newest ``keep`` files.
 
-    SQLite is copied with its online backup API. Other databases get a logical export of every
-    table as gzipped JSON lines: enough to show backups in the metrics, not a substitute for
-    ``pg_dump`` or ``mysqldump`` in a real app.
+    SQLite is copied with its online backup API (``exporter.demo.database_backup``), PostgreSQL
+    with ``pg_dump --format=custom`` into ``<database>_<UTC stamp>.dump``, written under a
+    temporary name first so that a failed dump never looks like a backup.
     """
     engine = _engine
     if engine is None:
         raise RuntimeError("no database configured for the backup")
-    if engine.dialect.name == "sqlite":
-        assert engine.url.database is not None
-        return database_backup(engine.url.database, backup_dir, keep)
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        assert url.database is not None
+        return database_backup(url.database, backup_dir, keep)
+    if url.get_backend_name() != "postgresql":
+        raise RuntimeError(f"the demo backs up SQLite and PostgreSQL, not {url.get_backend_name()}")
     target_dir = Path(backup_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = target_dir / f"{BACKUP_PREFIX}{stamp}.jsonl.gz"
-    partial = target.with_name(f".{target.name}.partial")
-    metadata = sa.MetaData()
-    metadata.reflect(engine)
+    target = target_dir / f"{url.database}_{stamp}.dump"
+    partial = target_dir / f".{target.name}.partial"
+    command = ["pg_dump", "--format=custom", "--no-password", f"--file={partial}"]
+    command += [f"--host={url.host or 'localhost'}", f"--port={url.port or 5432}"]
+    command += [f"--username={url.username}"] if url.username else []
+    # The password goes through the environment, never the command line.
+    env = {**os.environ, "PGPASSWORD": url.password} if url.password else None
     try:
-        with gzip.open(partial, "wt", encoding="utf-8") as out, engine.connect() as conn:
-            for table in metadata.sorted_tables:
-                for row in conn.execute(sa.select(table)).mappings():
-                    line = {"table": table.name, "row": dict(row)}
-                    out.write(json.dumps(line, default=_json_value) + "\n")
-        partial.replace(target)  # never leave a half-written file under a backup's name
+        subprocess.run(
+            [*command, str(url.database)], env=env, check=True, capture_output=True, text=True
+        )
+        partial.replace(target)
+    except FileNotFoundError:
+        raise RuntimeError("pg_dump not found: install postgresql-client") from None
+    except subprocess.CalledProcessError as exc:
+        lines = exc.stderr.strip().splitlines() or [f"exit code {exc.returncode}"]
+        raise RuntimeError(f"pg_dump failed: {lines[-1]}") from None
     finally:
         partial.unlink(missing_ok=True)
-    for old in sorted(target_dir.glob(f"{BACKUP_PREFIX}*.jsonl.gz"))[:-keep]:
+    for old in sorted(target_dir.glob(f"{url.database}_*.dump"))[:-keep]:
         old.unlink()
     return str(target)
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, bytes | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"cannot export {type(value).__name__}")
 
 
 def build_scheduler(

@@ -113,14 +113,44 @@ def dockerfile() -> list[tuple[str, str]]:
     return instructions
 
 
-def _one(instruction: str) -> str:
-    found = [args for word, args in dockerfile() if word == instruction]
-    assert found, f"no {instruction} in the Dockerfile"
-    return found[-1]
+@dataclass
+class Stage:
+    name: str
+    base: str  # an image, or the name of an earlier stage
+    instructions: list[tuple[str, str]]
 
 
-def runtime_user() -> tuple[int, int]:
-    uid, _, gid = _one("USER").partition(":")
+def stages() -> dict[str, Stage]:
+    """The build stages in order; the last one is what `docker build .` produces."""
+    found: dict[str, Stage] = {}
+    for word, args in dockerfile():
+        if word == "FROM":
+            base, _, name = args.partition(" AS ")
+            stage = Stage(name.strip() or f"stage{len(found)}", base.strip(), [])
+            found[stage.name] = stage
+        else:
+            assert found, f"{word} before FROM"
+            found[list(found)[-1]].instructions.append((word, args))
+    return found
+
+
+FINAL = "final"
+
+
+def _one(instruction: str, stage: str = FINAL) -> str:
+    """The value ``instruction`` has in ``stage``: its own, else inherited from its base."""
+    all_stages = stages()
+    current: Stage | None = all_stages[list(all_stages)[-1] if stage == FINAL else stage]
+    while current is not None:
+        found = [args for word, args in current.instructions if word == instruction]
+        if found:
+            return found[-1]
+        current = all_stages.get(current.base)
+    raise AssertionError(f"no {instruction} in stage {stage} of the Dockerfile")
+
+
+def runtime_user(stage: str = FINAL) -> tuple[int, int]:
+    uid, _, gid = _one("USER", stage).partition(":")
     return int(uid), int(gid or uid)
 
 
@@ -143,18 +173,24 @@ def test_hadolint_finds_nothing() -> None:
 
 
 def test_dockerfile_builds_in_stages_on_a_pinned_slim_python() -> None:
-    froms = [args for word, args in dockerfile() if word == "FROM"]
-    assert len(froms) >= 2, "expected a build stage and a runtime stage"
-    for args in froms:
-        image = args.split()[0]
+    all_stages = stages()
+    images = {stage.base for stage in all_stages.values() if stage.base not in all_stages}
+    assert images, "no base image"
+    for image in images:
         # python:3.11.N-slim-<debian>: a patch release on a named Debian, never a moving tag.
         assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", image), image
-    runtime = froms[-1].split()
-    copies = [args for word, args in dockerfile() if word == "COPY" and "--from=" in args]
-    assert copies, "the runtime stage should copy the installed project from the build stage"
-    assert len(runtime) == 3 and runtime[1].upper() == "AS"
-    build_runs = " ".join(args for word, args in dockerfile() if word == "RUN")
-    assert re.search(r"pip install [^&]*\.(\s|$)", build_runs), "the project is pip-installed"
+    # The project is pip-installed in one stage; the image copies the result from it.
+    (builder,) = [
+        s for s in all_stages.values() if any("pip install" in a for _, a in s.instructions)
+    ]
+    assert any(re.search(r"pip install [^&]*\.(\s|$)", a) for _, a in builder.instructions)
+    final = all_stages[list(all_stages)[-1]]
+    chain = [final]
+    while chain[-1].base in all_stages:
+        chain.append(all_stages[chain[-1].base])
+    assert builder not in chain, "build tools stay out of the image"
+    copies = [a for stage in chain for word, a in stage.instructions if word == "COPY"]
+    assert any(f"--from={builder.name}" in a for a in copies)
 
 
 def test_dockerfile_runs_the_exporter_unprivileged() -> None:
@@ -171,6 +207,14 @@ def test_dockerfile_runs_the_exporter_unprivileged() -> None:
     for word, args in dockerfile():
         if word in {"ENV", "ARG"}:
             assert not re.search(r"PASSWORD|SECRET|TOKEN", args, re.IGNORECASE), args
+
+
+def test_dockerfile_demo_app_stage() -> None:
+    """The compose stacks' app: the same unprivileged user, running deploy/demo_scheduler.py."""
+    assert "demo-app" in stages()
+    assert list(stages())[-1] != "demo-app", "`docker build .` must produce the exporter"
+    assert runtime_user("demo-app") == runtime_user()
+    assert json.loads(_one("ENTRYPOINT", "demo-app")) == ["python", "/app/demo_scheduler.py"]
 
 
 def _dockerignore_excludes(path: str) -> bool:
@@ -328,12 +372,13 @@ def test_demo_scheduler_and_exporter_as_the_containers_run_them(tmp_path: Path) 
                         found[sample.labels["job_id"]] = 1.0
                     elif sample.name.startswith("apscheduler_backup_"):
                         found[sample.name] = sample.value
-            complete = set(found) >= SEED_JOBS and "apscheduler_backup_files" in found
+            complete = set(found) >= SEED_JOBS and "apscheduler_backup_last_run_success" in found
             return found if complete else {}
 
-        metrics = wait_for(scraped, 30, "the seed's jobs and backup files in /metrics")
+        metrics = wait_for(scraped, 30, "the seed's jobs and backup runs in /metrics")
         assert metrics["apscheduler_backup_last_run_success"] == 1
-        assert metrics["apscheduler_backup_files"] >= 1
+        # Where the exporter counts backup files, it sees the demo app's.
+        assert metrics.get("apscheduler_backup_files", 1) >= 1
 
         code, output = exporter.stop(getattr(signal, _one("STOPSIGNAL")), timeout=10)
         assert code == 0, output
@@ -423,8 +468,17 @@ def test_postgres_stack_with_the_read_only_monitor_role(pg_db: Database, tmp_pat
             code, output = scheduler.stop()
         assert code == 0, output
         assert {status for status, _ in backup_runs(admin)} == {"success"}
-        files = list(backups.glob("backup_*.jsonl.gz"))
-        assert files and all(f.stat().st_size > 0 for f in files)
+        # pg_dump's custom format, named <database>_<UTC stamp>.dump like the kit's backups.
+        files = list(backups.iterdir())
+        assert files
+        for file in files:
+            assert re.fullmatch(rf"{url.database}_\d{{8}}T\d{{6}}Z\.dump", file.name), file.name
+        restore = subprocess.run(
+            [str(Path(psql).with_name("pg_restore")), "--list", str(files[0])],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert restore.returncode == 0, restore.stderr
+        assert "apscheduler_jobs" in restore.stdout
 
         monitor_url = url.set(username=monitor, password=None).render_as_string()
         check = subprocess.run(
@@ -561,6 +615,28 @@ def test_compose_stacks_have_their_services(stack: Stack) -> None:
     for name in ("scheduler", "exporter"):
         assert Path(stack.service(name)["build"]["context"]) == ROOT
         assert stack.service(name)["build"]["dockerfile"] == "Dockerfile"
+    assert stack.service("scheduler")["build"]["target"] == "demo-app"
+    assert stack.service("exporter")["build"].get("target") is None, "the default: the exporter"
+    # The app's entry point, from the demo-app stage, is this repository's demo scheduler.
+    entrypoint = json.loads(_one("ENTRYPOINT", "demo-app"))
+    assert stack.service("scheduler").get("entrypoint") is None
+    assert stack.host_path("scheduler", entrypoint[1]) == DEMO_SCHEDULER
+
+
+PG_CLIENT_BY_DEBIAN = {"bookworm": 15, "trixie": 17}
+
+
+def test_compose_postgres_is_not_newer_than_the_apps_pg_dump() -> None:
+    stack = Stack(compose("docker-compose.yml"))
+    all_stages = stages()
+    image = all_stages["demo-app"].base
+    while image in all_stages:
+        image = all_stages[image].base
+    codename = image.rsplit("-", 1)[-1]
+    server = stack.service("db")["image"]
+    assert server.startswith("postgres:")
+    major = int(re.match(r"postgres:(\d+)", server).group(1))  # type: ignore[union-attr]
+    assert major <= PG_CLIENT_BY_DEBIAN[codename], f"pg_dump {codename} cannot dump {server}"
 
 
 def test_compose_files_it_mounts_exist(stack: Stack) -> None:
@@ -572,9 +648,6 @@ def test_compose_files_it_mounts_exist(stack: Stack) -> None:
                 assert ROOT in source.parents, f"{name}: {source} is outside the repository"
     for secret, spec in stack.model.get("secrets", {}).items():
         assert Path(spec["file"]).is_file(), f"secret {secret}: {spec['file']} missing"
-    entrypoint = stack.service("scheduler")["entrypoint"]
-    assert entrypoint[0] == "python"
-    assert stack.host_path("scheduler", entrypoint[1]) == DEMO_SCHEDULER
 
 
 def test_compose_exporter_settings(stack: Stack) -> None:
