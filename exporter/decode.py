@@ -258,6 +258,9 @@ class _PytzInstant(tzinfo):
     def tzname(self, dt: datetime | None) -> str:
         return self._name
 
+    def __setstate__(self, state: object) -> NoReturn:
+        _reject("job_state tries to modify a time zone")
+
     def __repr__(self) -> str:
         return f"<pytz zone {self.zone} {self._name}>"
 
