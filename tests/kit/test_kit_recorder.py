@@ -159,7 +159,10 @@ async def test_asyncio_scheduler_coroutines_and_threads(any_db):
         assert time.monotonic() < deadline, counter.counts
         await asyncio.sleep(0.02)
     scheduler.remove_job("aoverlap")
-    await asyncio.sleep(NAP + 0.05)  # let a last overlapping run end before shutdown
+    executor = scheduler._lookup_executor("default")
+    while executor._instances:  # a run still going at shutdown would be cancelled mid-way
+        assert time.monotonic() < deadline, executor._instances
+        await asyncio.sleep(0.02)
     scheduler.shutdown()
     await asyncio.sleep(0)  # AsyncIOScheduler shuts down (and the kit flushes) on the loop
 
