@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -145,3 +147,16 @@ async def test_a_reader_holding_a_transaction_does_not_stall_the_scheduler(sqlit
     await shut_down(scheduler)
     runs = history(sqlite_db.engine())
     assert len(runs) == counter.total() and {r["status"] for r in runs} == {"success"}
+
+
+def test_the_kit_never_imports_the_sidecar():
+    code = (
+        "import sys, exporter.kit, exporter\n"
+        "exporter.create_scheduler, exporter.instrument\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('exporter'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split()
+    outside = [m for m in loaded if m not in ("exporter", "exporter.tables")]
+    assert all(m.startswith("exporter.kit") for m in outside), loaded
