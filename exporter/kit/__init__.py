@@ -4,8 +4,17 @@ Apps import it (``from exporter import create_scheduler, instrument``); it never
 sidecar, only ``exporter.tables`` for the table layouts both halves share.
 """
 
+from exporter.kit.backup import BackupError, register_backup_job
 from exporter.kit.recorder import Recorder
 from exporter.kit.scheduler import create_scheduler, get_recorder, instrument
 from exporter.kit.writer import WriterStats
 
-__all__ = ["Recorder", "WriterStats", "create_scheduler", "get_recorder", "instrument"]
+__all__ = [
+    "BackupError",
+    "Recorder",
+    "WriterStats",
+    "create_scheduler",
+    "get_recorder",
+    "instrument",
+    "register_backup_job",
+]

@@ -20,6 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import BaseScheduler
 
 from exporter import __version__
+from exporter.kit.backup import BackupSetting, install_backup_job
 from exporter.kit.heartbeat import Heartbeat
 from exporter.kit.recorder import (
     EVENTS,
@@ -274,6 +275,7 @@ def create_scheduler(
     *,
     jobstore: str = "default",
     jobs_table: str = "apscheduler_jobs",
+    backup: BackupSetting = None,
     **options: Any,
 ) -> AsyncIOScheduler:
     """An AsyncIOScheduler with a persistent job store, history recording and heartbeats.
@@ -286,6 +288,10 @@ def create_scheduler(
 
     Keywords that `instrument()` takes (`history_table`, `schema`, `retention_days`,
     `heartbeat_interval`, ...) configure the recorder; the rest go to `AsyncIOScheduler`.
+
+    `backup` installs the daily `database_backup` job (see `register_backup_job`): a directory,
+    a dict of `register_backup_job` keywords, `True`, or `False`. The default (`None`) installs
+    it only when `$JOBSTORE_EXPORTER_BACKUP_DIR` is set: there is no safe directory to guess.
     """
     kit_options = {k: options.pop(k) for k in list(options) if k in _INSTRUMENT_OPTIONS}
     if database_url is None:
@@ -293,6 +299,7 @@ def create_scheduler(
     if database_url is None:
         scheduler = AsyncIOScheduler(**options)
         log.info("Scheduler running in memory mode (no database configured; no job history)")
+        install_backup_job(scheduler, None, backup, jobstore=jobstore)
         return scheduler
 
     if isinstance(database_url, sa.Engine):
@@ -308,6 +315,7 @@ def create_scheduler(
     scheduler = AsyncIOScheduler(jobstores=stores, **options)
     log.info("Scheduler using database for job persistence: %s", describe_url(engine.url))
     instrument(scheduler, engine, jobstore=jobstore, **kit_options)
+    install_backup_job(scheduler, engine, backup, jobstore=jobstore)
     return scheduler
 
 
