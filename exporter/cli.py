@@ -292,6 +292,11 @@ def demo(
         raise typer.Exit(code)
 
 
+from exporter.backup_cli import backup_app  # noqa: E402 - after the commands, for --help order
+
+app.add_typer(backup_app, name="backup")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -1,0 +1,268 @@
+"""`jobstore-exporter backup run|list|verify`: the backup job's work, by hand.
+
+``run`` goes through the same function as the scheduled job (``exporter.kit.backup``), so a
+backup taken here is named, verified and rotated exactly like the 02:00 one. ``list`` and
+``verify`` only read the backup directory; neither needs the database.
+
+Exit codes: ``run`` 0 written, 1 backup failed, 2 bad configuration; ``list`` 0, or 1 with
+``--verify`` when a file is corrupt, 2 when the directory is unusable; ``verify`` 0 ok,
+1 corrupt or incomplete, 2 the file cannot be judged (missing, unreadable, unknown format, or
+the tool to read it is not installed).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from exporter.config import ConfigError, StoreConfig, load_config
+
+backup_app = typer.Typer(
+    name="backup",
+    help="Take, list and verify database backups (the database_backup job's work, by hand).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML or TOML config file (may list several job stores)."),
+]
+DbUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--db-url",
+        help="Database to back up (env JOBSTORE_EXPORTER_DB_URL, else DATABASE_URL). "
+        "Prefer --db-password-file or JOBSTORE_EXPORTER_DB_PASSWORD to a password in the URL.",
+        show_default=False,
+    ),
+]
+DbPasswordFile = Annotated[
+    Path | None, typer.Option("--db-password-file", help="File holding the database password.")
+]
+Jobstore = Annotated[
+    str | None,
+    typer.Option("--jobstore", help="Which store of the config file, when it lists several."),
+]
+BackupDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--backup-dir",
+        envvar="JOBSTORE_EXPORTER_BACKUP_DIR",
+        help="Directory of the backup files (env JOBSTORE_EXPORTER_BACKUP_DIR).",
+        show_default=False,
+    ),
+]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"jobstore-exporter: {message}", markup=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _stores(config: Path | None, **flags: Any) -> tuple[StoreConfig, ...]:
+    try:
+        return load_config(config, **flags).stores
+    except ConfigError as exc:
+        raise _fail(f"config error: {exc}", 2) from None
+
+
+def _pick(stores: tuple[StoreConfig, ...], name: str | None) -> StoreConfig:
+    if name is None:
+        if len(stores) > 1:
+            names = ", ".join(store.name for store in stores)
+            raise _fail(
+                f"config error: jobstore: several stores ({names}); pick one with --jobstore", 2
+            )
+        return stores[0]
+    for store in stores:
+        if store.name == name:
+            return store
+    raise _fail(f"config error: jobstore: no store named {name!r} in the configuration", 2)
+
+
+@backup_app.command("run")
+def run(
+    config: ConfigFile = None,
+    db_url: DbUrl = None,
+    db_password_file: DbPasswordFile = None,
+    jobstore: Jobstore = None,
+    backup_dir: BackupDir = None,
+    keep: Annotated[
+        int, typer.Option("--keep", min=1, help="Keep the newest N backups of this database.")
+    ] = 7,
+    max_age_days: Annotated[
+        float | None,
+        typer.Option("--max-age-days", min=0, help="Also delete backups older than this."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds the dump may take.")
+    ] = 3600.0,
+) -> None:
+    """Take one verified backup now, named and rotated like the scheduled job's."""
+    from exporter.kit.backup import BackupError, backup_database
+    from exporter.logs import setup_logging
+
+    store = _pick(
+        _stores(config, db_url=db_url, db_password_file=db_password_file, backup_dir=backup_dir),
+        jobstore,
+    )
+    directory = backup_dir or store.backup_dir
+    if directory is None:
+        raise _fail(
+            "config error: backup_dir: not set; pass --backup-dir, set "
+            "JOBSTORE_EXPORTER_BACKUP_DIR or add backup_dir to the config file",
+            2,
+        )
+    if max_age_days == 0:
+        raise _fail("config error: --max-age-days must be positive", 2)
+    setup_logging("warning", store.secrets)  # rotation problems show; success is printed below
+    try:
+        result = backup_database(
+            store.url, directory, keep=keep, max_age_days=max_age_days, timeout=timeout
+        )
+    except BackupError as exc:
+        raise _fail(f"backup failed: {exc}", 1) from None
+    removed = f"; removed {len(result.removed)} old backups" if result.removed else ""
+    typer.echo(
+        f"backup written: {result.path} ({_size(result.size)}, {result.verification}, "
+        f"{result.duration:.1f} s){removed}"
+    )
+
+
+@backup_app.command("list")
+def list_backups(
+    backup_dir: BackupDir = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Verify every file now (reads each one).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigFile = None,
+    db_url: DbUrl = None,
+    db_password_file: DbPasswordFile = None,
+) -> None:
+    """Backup files, newest first: UTC time, age, size and (with --verify) their state."""
+    from exporter.kit import backup as kit
+
+    if backup_dir is not None:
+        directories = [backup_dir]
+    else:
+        stores = _stores(config, db_url=db_url, db_password_file=db_password_file)
+        directories = list(dict.fromkeys(s.backup_dir for s in stores if s.backup_dir))
+        if not directories:
+            raise _fail(
+                "config error: backup_dir: not set; pass --backup-dir, set "
+                "JOBSTORE_EXPORTER_BACKUP_DIR or add backup_dir to the config file",
+                2,
+            )
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for directory in directories:
+        try:
+            found = kit.list_backups(directory)
+        except OSError as exc:
+            raise _fail(f"cannot list backup_dir {directory}: {exc.strerror or exc}", 2) from None
+        for item in found:
+            state, detail = (
+                ("empty", "0 bytes: a failed backup")
+                if item.size == 0
+                else ("not checked", "verified when written; --verify checks again")
+            )
+            if verify and item.size:
+                try:
+                    check = kit.verify_backup(item.path)
+                    state, detail = ("ok" if check.ok else "corrupt"), check.detail
+                except (kit.UnusableBackup, kit.MissingTool) as exc:
+                    state, detail = "unchecked", str(exc)
+            rows.append(
+                {
+                    "file": item.path.name,
+                    "path": str(item.path),
+                    "database": item.prefix,
+                    "kind": item.kind,
+                    "taken_at": item.taken_at.isoformat().replace("+00:00", "Z"),
+                    "age_seconds": round(now - item.taken_at.timestamp(), 1),
+                    "size_bytes": item.size,
+                    "state": state,
+                    "detail": detail,
+                }
+            )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        _render(rows, directories)
+    if verify and any(row["state"] in ("corrupt", "empty") for row in rows):
+        raise typer.Exit(1)
+
+
+def _render(rows: list[dict[str, Any]], directories: list[Path]) -> None:
+    console = Console(highlight=False)
+    if not rows:
+        console.print(f"no backup files in {', '.join(map(str, directories))}", markup=False)
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("file", "taken (UTC)", "age", "size", "state"):
+        table.add_column(column, justify="right" if column in ("age", "size") else "left")
+    for row in rows:
+        taken = datetime.fromisoformat(row["taken_at"]).astimezone(UTC)
+        state = (
+            row["state"]
+            if row["state"] in ("ok", "not checked")
+            else (f"{row['state']}: {row['detail']}")
+        )
+        table.add_row(
+            row["file"],
+            taken.strftime("%Y-%m-%d %H:%M:%S"),
+            _age(row["age_seconds"]),
+            _size(row["size_bytes"]),
+            state,
+        )
+    console.print(table)
+
+
+@backup_app.command("verify")
+def verify_file(
+    file: Annotated[Path, typer.Argument(help="A backup file (.sqlite, .dump or .sql).")],
+) -> None:
+    """Check one backup file: exit 0 ok, 1 corrupt or incomplete, 2 cannot be checked."""
+    from exporter.kit.backup import MissingTool, UnusableBackup, verify_backup
+
+    try:
+        check = verify_backup(file)
+    except (UnusableBackup, MissingTool) as exc:
+        raise _fail(f"cannot verify {file}: {exc}", 2) from None
+    if check.ok:
+        typer.echo(f"ok: {file}: {check.detail}")
+        return
+    typer.echo(f"CORRUPT: {file}: {check.detail}")
+    raise typer.Exit(1)
+
+
+def _size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover
+
+
+def _age(seconds: float) -> str:
+    if seconds < 0:
+        return "in the future"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
