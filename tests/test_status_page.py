@@ -340,10 +340,17 @@ def test_build_status_is_a_pure_function_of_snapshots() -> None:
     html = render_html(model)
     assert "&lt;disk&gt; full" in html and "Backup files" in html and "overdue by 1h" in html
     # A summary object instead of a list of files works too; no field at all means no files.
-    summary = type("Scan", (), {"count": 7, "newest_mtime": now, "newest_size": 5,
+    # (the shape of snapshot.BackupFiles: files, newest_timestamp, newest_size, total_size)
+    summary = type("Scan", (), {"files": 7, "newest_timestamp": now - 30, "newest_size": 5,
                                 "total_size": 35})()  # fmt: skip
     scanned = build_status([WithBackupFiles(**_fields(base), backup_files=summary)], now, options)
-    assert scanned["jobstores"][0]["backup"]["files"]["count"] == 7
+    assert scanned["jobstores"][0]["backup"]["files"] == {
+        "count": 7,
+        "newest_file_time": "2027-01-15T07:59:30+00:00",
+        "newest_file_time_unix": now - 30,
+        "newest_file_size_bytes": 5,
+        "total_size_bytes": 35,
+    }
     assert build_status([base], now, options)["jobstores"][0]["backup"]["files"] is None
 
 
