@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import os
 import sys
@@ -85,8 +86,22 @@ _TIMING = "_jobstore_exporter_timing"  # from a process pool child: (run_id, sta
 ERROR_MESSAGE_CHARS = 2_000
 
 
+_run_prefix = uuid.uuid4().hex[:24]
+_run_counter = itertools.count(1)
+
+
+def _reseed_run_ids() -> None:  # a forked child must not repeat its parent's ids
+    global _run_prefix, _run_counter
+    _run_prefix = uuid.uuid4().hex[:24]
+    _run_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reseed_run_ids)
+
+
 def new_run_id() -> str:
-    return str(uuid.uuid4())
+    """A unique run key (≤ 36 characters): a random per-process prefix and a counter."""
+    return f"{_run_prefix}-{next(_run_counter):x}"
 
 
 def error_message(exc: BaseException | None) -> str | None:
@@ -129,18 +144,22 @@ def _job_traceback(event: JobExecutionEvent) -> str | None:
     return "".join(traceback.format_list(frames))
 
 
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _naive_utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
+    """An aware datetime as naive UTC (exact; cheaper than astimezone + replace)."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return _EPOCH + (moment - _EPOCH_UTC)
 
 
 def _from_timestamp(seconds: float | None) -> datetime | None:
+    """Unix seconds as a naive UTC datetime, to the microsecond."""
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+    return _EPOCH + timedelta(seconds=seconds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,11 +168,12 @@ def _from_timestamp(seconds: float | None) -> datetime | None:
 
 
 class _Clock:
-    __slots__ = ("started", "seconds")
+    __slots__ = ("started", "seconds", "row")
 
     def __init__(self) -> None:
         self.started: float | None = None
         self.seconds = 0.0
+        self.row: dict[str, Any] | None = None  # the `running` row, reused for the final one
 
 
 class _TimedJob:
@@ -176,12 +196,12 @@ class _TimedJob:
 
 
 def _sync_timer(
-    job: Job, clock: _Clock, on_start: Callable[[float], None] | None
+    job: Job, clock: _Clock, on_start: Callable[[_Clock], None] | None
 ) -> Callable[..., Any]:
     def timed(*args: Any, **kwargs: Any) -> Any:
         clock.started = time.time()
         if on_start is not None:
-            on_start(clock.started)
+            on_start(clock)
         began = time.perf_counter()
         try:
             return job.func(*args, **kwargs)
@@ -192,12 +212,12 @@ def _sync_timer(
 
 
 def _async_timer(
-    job: Job, clock: _Clock, on_start: Callable[[float], None] | None
+    job: Job, clock: _Clock, on_start: Callable[[_Clock], None] | None
 ) -> Callable[..., Any]:
     async def timed(*args: Any, **kwargs: Any) -> Any:
         clock.started = time.time()
         if on_start is not None:
-            on_start(clock.started)
+            on_start(clock)
         began = time.perf_counter()
         try:
             return await job.func(*args, **kwargs)
@@ -284,6 +304,7 @@ def _settle(
                 FAILED if failed else SUCCESS,
                 error_message(event.exception) if failed and event is not None else None,
                 _job_traceback(event) if failed and event is not None else None,
+                start_row=clock.row,
             )
         for produced_event in produced:
             setattr(produced_event, _RECORDED, True)
@@ -547,21 +568,24 @@ class Recorder:
             "scheduler_id": self.scheduler_id,
         }
 
-    def start_hook(self, run_id: str, job: Job, run_time: datetime) -> Callable[[float], None]:
-        def started(at: float) -> None:
-            self.run_started(run_id, job.id, job.name, run_time, at)
+    def start_hook(self, run_id: str, job: Job, run_time: datetime) -> Callable[[_Clock], None]:
+        def started(clock: _Clock) -> None:
+            assert clock.started is not None
+            clock.row = self.run_started(run_id, job.id, job.name, run_time, clock.started)
 
         return started
 
     def run_started(
         self, run_id: str, job_id: str, job_name: str | None, run_time: datetime, at: float
-    ) -> None:
+    ) -> dict[str, Any] | None:
+        """Buffer the `running` row; returns it (not to be modified: the writer may read it)."""
         try:
-            self.writer.put_start(
-                run_id, self._row(run_id, job_id, job_name, run_time, at, None, RUNNING)
-            )
+            row = self._row(run_id, job_id, job_name, run_time, at, None, RUNNING)
+            self.writer.put_start(run_id, row)
+            return row
         except Exception:  # noqa: BLE001 - never break the job
             log.exception("could not record the start of job %r", job_id)
+            return None
 
     def run_finished(
         self,
@@ -575,10 +599,19 @@ class Recorder:
         error: str | None,
         trace: str | None,
         pid: int | None = None,
+        start_row: dict[str, Any] | None = None,
     ) -> None:
-        row = self._row(
-            run_id, job_id, job_name, run_time, started, seconds, status, error, trace, pid=pid
-        )
+        if start_row is not None:  # same run: only the outcome columns differ
+            row = dict(start_row)
+            row["finished_at"] = _from_timestamp(started + seconds)
+            row["duration_ms"] = seconds * 1000.0
+            row["status"] = status
+            row["error_message"] = error
+            row["traceback"] = shorten_traceback(trace, self.max_traceback_chars)
+        else:
+            row = self._row(
+                run_id, job_id, job_name, run_time, started, seconds, status, error, trace, pid=pid
+            )
         self.writer.put_final(run_id, row)
 
     def run_missed(

@@ -84,7 +84,7 @@ def test_background_scheduler_rows_match_events(any_db):
     assert nap_row["started_at"] <= nap_row["finished_at"]
     assert nap_row["host"] and nap_row["pid"] == os.getpid()
     assert nap_row["scheduler_id"] == recorder.scheduler_id
-    assert len(nap_row["run_id"]) == 36
+    assert 0 < len(nap_row["run_id"]) <= 36
 
     (boom_row,) = [r for r in rows if r["job_id"] == "boom"]
     assert boom_row["status"] == "failed"
