@@ -68,6 +68,13 @@ def reader_engine(url: sa.URL, statement_timeout: float) -> sa.Engine:
             "connect_timeout": connect_timeout,
             "application_name": "jobstore-exporter",
             "options": f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}",
+            # A partitioned network never answers; these make the kernel give up on the socket
+            # instead of leaving a poll blocked in recv() forever.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": timeout_ms + 10_000,
         }
         return sa.create_engine(url, **options)
     if backend in {"mysql", "mariadb"}:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -84,6 +85,10 @@ class StorePoller:
         self.snapshot = StoreSnapshot(jobstore=store.name, taken_at=clock())
         self.failures_in_row = 0
         self._last_logged: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        # Each query is bounded by the statement timeout on the server; this bounds the whole
+        # poll from our side, for what the server cannot see (a black-holed connection).
+        self.deadline = store.statement_timeout * (len(self.readers) + 1) + 5.0
 
     @staticmethod
     def _read_jobs(source: JobStoreSource, selector: JobSelector | None) -> Reader:
@@ -113,8 +118,16 @@ class StorePoller:
         return read
 
     def poll(self) -> StoreSnapshot:
-        """Read every source once (blocking) and publish the resulting snapshot."""
-        snapshot = self.snapshot
+        """Read every source once (blocking) and publish the resulting snapshot.
+
+        Only one poll runs at a time (a stuck one holds the lock; see ``run``). The result is
+        laid over the snapshot current at the end, so failures published meanwhile by ``run``
+        (a missed deadline) are not lost.
+        """
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> StoreSnapshot:
         updates: dict[str, Any] = {}
         statuses: dict[str, SourceStatus] = {}
         connection_error: BaseException | None = None
@@ -144,7 +157,7 @@ class StorePoller:
                 statuses[name] = self._failed(name, exc, started)
             else:
                 statuses[name] = self._succeeded(name, started)
-        snapshot = replace(snapshot, taken_at=now, **updates)
+        snapshot = replace(self.snapshot, taken_at=now, **updates)
         for name, status in statuses.items():
             snapshot = snapshot.with_source(name, status)
         jobs_ok = statuses["jobs"].ok
@@ -199,10 +212,33 @@ class StorePoller:
         return min(max(interval, max_backoff), interval * 2 ** (self.failures_in_row - 1))
 
     async def run(self, interval: float, max_backoff: float) -> None:
-        """Poll forever in a worker thread so the event loop keeps serving scrapes."""
+        """Poll forever in a worker thread so the event loop keeps serving scrapes.
+
+        A poll that misses its deadline is reported as failed right away (the snapshot must not
+        go on claiming the store is up); its thread is left to finish or fail on its own, and
+        until it does no new poll starts, so sources are never read by two threads at once.
+        """
         while True:
-            await asyncio.to_thread(self.poll)
+            if self._lock.locked():
+                self.report_stuck("the previous poll is still waiting for the database")
+            else:
+                poll = asyncio.ensure_future(asyncio.to_thread(self.poll))
+                done, _ = await asyncio.wait({poll}, timeout=self.deadline)
+                if not done:
+                    self.report_stuck(f"no answer within {self.deadline:.0f} s")
             await asyncio.sleep(self.next_delay(interval, max_backoff))
+
+    def report_stuck(self, reason: str) -> None:
+        """Mark every source failed because the database does not answer at all."""
+        message = f"poll did not finish: {reason} ({self.store.display_url})"
+        log.warning("jobstore %s: %s", self.store.name, message)
+        snapshot = replace(self.snapshot, taken_at=self.clock())
+        for name in self.readers:
+            old = snapshot.sources.get(name, SourceStatus(ok=False))
+            failed = replace(old, ok=False, errors_total=old.errors_total + 1, error=message)
+            snapshot = snapshot.with_source(name, failed)
+        self.failures_in_row += 1
+        self.snapshot = snapshot
 
     def close(self) -> None:
         self.engine.dispose()
