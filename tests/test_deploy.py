@@ -936,3 +936,32 @@ def test_prometheusrule_builder_check_mode(tmp_path: Path) -> None:
     assert build.main(["--check"]) == 0
     with pytest.raises(ValueError, match="groups"):
         build.render("rules: []\n")
+
+
+# --- The guides ------------------------------------------------------------------------------
+
+GUIDES = (ROOT / "docs" / "getting-started.md", ROOT / "docs" / "deploy.md")
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=lambda p: p.name)
+def test_guides_name_files_that_exist(guide: Path) -> None:
+    text = guide.read_text()
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+        assert (guide.parent / target).exists(), f"{guide.name}: broken link {target}"
+    repo_path = r"`((?:deploy|prometheus|grafana)/[\w./-]*|docker-compose[\w.]*)`"
+    for path in re.findall(repo_path, text):
+        assert (ROOT / path).exists(), f"{guide.name}: {path} does not exist"
+
+
+def test_guides_use_the_demo_apps_real_flags_and_variables() -> None:
+    help_text = subprocess.run(
+        [sys.executable, str(DEMO_SCHEDULER), "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    compose_text = "".join((ROOT / name).read_text() for name in COMPOSE_FILES)
+    for guide in GUIDES:
+        text = guide.read_text()
+        for line in re.findall(r"demo_scheduler\.py[^\n]*(?:\n  [^\n]*)*", text):
+            for flag in re.findall(r"(--[a-z][a-z-]+)", line):
+                assert flag in help_text, f"{guide.name}: demo_scheduler.py has no {flag}"
+        for variable in set(re.findall(r"\bDEMO_[A-Z_]+", text)):
+            assert "${" + variable in compose_text, f"{guide.name}: {variable} is not read"
