@@ -224,3 +224,38 @@ async def test_polling_never_stalls_an_asyncio_scheduler_on_sqlite(tmp_path: Pat
     assert not [e for e in errors if "locked" in e], errors
     assert runs_before >= 10, "the scheduler stopped running jobs while we polled"
     assert len(runs) > runs_before, "the scheduler stopped running jobs after we polled"
+
+
+def test_a_trigger_that_never_fires_does_not_hang_the_poll(sqlite_db: Database) -> None:
+    """Two interval triggers that never coincide: APScheduler's own AndTrigger spins forever
+    looking for their next common time (so add_job would hang; the row must be crafted)."""
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from apscheduler.triggers.combining import AndTrigger
+
+    write_jobs(sqlite_db.url)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    never = AndTrigger(
+        [
+            IntervalTrigger(hours=2, start_date=start),
+            IntervalTrigger(hours=2, start_date=start + timedelta(hours=1)),
+        ]
+    )
+    state = {
+        "version": 1, "id": "never", "func": "sample_jobs:noop", "trigger": never,
+        "executor": "default", "args": (), "kwargs": {}, "name": "never",
+        "misfire_grace_time": None, "coalesce": True, "max_instances": 1, "next_run_time": None,
+    }  # fmt: skip
+    _insert_raw(sqlite_db, "never", pickle.dumps(state, 5), None)
+    poller = StorePoller(store_for(sqlite_db.url))
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(poller.poll()), daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "the poll hung on the trigger"
+    snapshot = result[0]
+    assert snapshot.up  # type: ignore[attr-defined]
+    job = next(j for j in snapshot.jobs if j.id == "never")  # type: ignore[attr-defined]
+    assert job.trigger == "and" and job.decoded
+    poller.close()

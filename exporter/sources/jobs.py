@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from apscheduler.triggers.combining import AndTrigger, OrTrigger
 
 from exporter.config import StoreConfig
 from exporter.db import qualified_table
@@ -127,12 +128,41 @@ def _previous_fire(trigger: Any, now: float) -> tuple[float | None, float]:
     moment = datetime.fromtimestamp(now, UTC)
     try:
         previous = previous_fire_time(trigger, moment)
-        following = trigger.get_next_fire_time(None, moment + timedelta(microseconds=1))
+        following = _bounded_next(trigger, moment + timedelta(microseconds=1))
     except Exception:  # noqa: BLE001 - a decoded trigger with odd state must not stop the poll
         log.debug("cannot compute fire times", exc_info=True)
         return None, now + 60.0
     until = following.timestamp() if following is not None else math.inf
     return (previous.timestamp() if previous is not None else None), until
+
+
+_AND_ROUNDS = 1000
+
+
+def _bounded_next(trigger: Any, now: datetime) -> datetime | None:
+    """The next fire time at or after ``now``, never looping forever.
+
+    APScheduler's ``AndTrigger.get_next_fire_time`` loops until its children agree; two interval
+    triggers that never coincide make it spin for ever, which would wedge the poll thread on one
+    crafted (or merely unlucky) row. Combinators are walked here with a bound; leaves are asked
+    directly. Past the bound the answer is "no known next time" (None).
+    """
+    if isinstance(trigger, AndTrigger):
+        for _ in range(_AND_ROUNDS):
+            times = [_bounded_next(child, now) for child in trigger.triggers]
+            if any(moment is None for moment in times):
+                return None
+            latest = max(t for t in times if t is not None)
+            if all(moment == latest for moment in times):
+                return latest
+            now = latest
+        return None
+    if isinstance(trigger, OrTrigger):
+        times = [_bounded_next(child, now) for child in trigger.triggers]
+        known = [moment for moment in times if moment is not None]
+        return min(known) if known else None
+    result: datetime | None = trigger.get_next_fire_time(None, now)
+    return result
 
 
 def _as_float(value: Any) -> float | None:
