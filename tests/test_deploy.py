@@ -655,6 +655,7 @@ def test_compose_exporter_settings(stack: Stack) -> None:
     assert exporter.get("command") in (None, ["serve"])
     assert exporter.get("entrypoint") is None, "the image's entry point is jobstore-exporter"
     assert exporter.get("read_only") is True
+    assert "/tmp" in exporter.get("tmpfs", []), "a writable /tmp on a read-only root file system"
     env = exporter["environment"]
     config = _check_settings_env(env, stack.secret_files("exporter"))
     port = _port(config.settings.listen_address)
