@@ -182,3 +182,56 @@ async def test_scheduler_writing_fast_while_we_poll_hard(tmp_path: Path) -> None
     assert not [e for e in errors if "locked" in e], errors
     assert len(runs) > 200  # 20 jobs every 0.2 s for 4 s: about 400 when unobserved
     assert {f"fast_{i}" for i in range(20)} <= set(runs)
+
+
+def test_disk_full_for_the_history_writer(tmp_path: Path) -> None:
+    """History on a full disk: the writer keeps the rows it could not write and writes them all
+    once space is back; the scheduler runs on unaffected."""
+    import shutil
+    import subprocess
+
+    from apscheduler.events import EVENT_JOB_ERROR
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from conftest import need_server
+
+    from exporter.kit import instrument
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = shutil.which("mount")
+    proc = subprocess.run(
+        [mount or "mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(disk)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        need_server(f"cannot mount a tmpfs to fill: {proc.stderr.strip()}")
+    try:
+        url = f"sqlite:///{disk / 'history.sqlite'}"
+        scheduler = BackgroundScheduler(timezone="UTC")
+        observed: list[str] = []
+        scheduler.add_listener(lambda e: observed.append(e.job_id), EVENT_JOB_ERROR)
+        recorder = instrument(scheduler, url, heartbeat_interval=None, retention_days=None)
+        scheduler.start()
+        scheduler.add_job(
+            "sample_jobs:fail", IntervalTrigger(seconds=0.02), id="noisy", max_instances=5
+        )
+        deadline = time.monotonic() + 30
+        while recorder.stats().write_errors == 0:  # until the disk is full
+            assert time.monotonic() < deadline, "the disk never filled up"
+            time.sleep(0.1)
+        time.sleep(1)  # runs go on while nothing can be written
+        scheduler.pause()
+        assert recorder.stats().pending > 0 and recorder.stats().dropped_rows == 0
+        during = len(observed)
+        assert during > 50, "the scheduler stopped running jobs while history could not be written"
+        subprocess.run([mount or "mount", "-o", "remount,size=16m", str(disk)], check=True)
+        scheduler.shutdown(wait=True)  # flushes what the writer kept
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT COUNT(*) FROM job_execution WHERE status = 'failed'")
+            ).scalar()
+        engine.dispose()
+        assert rows == len(observed)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
