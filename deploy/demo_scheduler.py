@@ -82,7 +82,8 @@ def backup_database(backup_dir: str, keep: int = 7) -> str:
     target = target_dir / f"{url.database}_{stamp}.dump"
     partial = target_dir / f".{target.name}.partial"
     command = ["pg_dump", "--format=custom", "--no-password", f"--file={partial}"]
-    command += [f"--host={url.host or 'localhost'}", f"--port={url.port or 5432}"]
+    command += [f"--host={url.host}"] if url.host else []
+    command += [f"--port={url.port}"] if url.port else []
     command += [f"--username={url.username}"] if url.username else []
     # The password goes through the environment, never the command line.
     env = {**os.environ, "PGPASSWORD": url.password} if url.password else None
