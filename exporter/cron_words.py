@@ -67,9 +67,12 @@ def _cron_phrase(texts: dict[str, str], zone: str) -> str | None:
     in_months = _months_phrase(month_set) if month_set else ""
     on_day = ""
     if day_text and month:  # one month: "January 1", "the last Friday of March"
-        on_day = f"{MONTHS[month - 1]} {day_number}" if day_number else f"{day_text} of "
-        on_day += "" if day_number else MONTHS[month - 1]
+        name = MONTHS[month - 1]
+        on_day = f"{name} {day_number}" if day_number else f"{day_text} of {name}"
         in_months = ""
+    in_year = "" if year == "*" else f"in {year}"
+    if in_year and in_months and month:  # "in February 2027"
+        in_months, in_year = f"{in_months} {year}", ""
     if times:  # clock times: "<days> at <times> <zone>"
         if weekday_set:
             start = _weekdays_prefix(weekday_set, bool(month_set))
@@ -77,15 +80,15 @@ def _cron_phrase(texts: dict[str, str], zone: str) -> str | None:
             start = f"Yearly on {on_day}" if on_day else f"Monthly on {day_text}"
         else:
             start = "Daily"
-        text = " ".join(part for part in (start, in_months, phrase) if part)
-    else:  # a frequency: "<every ...> [from .. to .. <zone>] [on <days>]"
-        parts = [phrase, _weekdays_suffix(weekday_set) if weekday_set else ""]
-        if day_text:
-            parts.append(f"on {on_day}" if on_day else f"on {day_text} of the month")
-        text = " ".join(part for part in [*parts, in_months] if part)
-        if text != phrase and not phrase.endswith(zone):
-            text += f" ({zone})"
-    return text if year == "*" else f"{text} in {year}"
+        return " ".join(part for part in (start, in_months, phrase, in_year) if part)
+    # a frequency: "<every ...> [from .. to .. <zone>] [on <days>] [in <months>] [(<zone>)]"
+    parts = [phrase, _weekdays_suffix(weekday_set) if weekday_set else ""]
+    if day_text:
+        parts.append(f"on {on_day}" if on_day else f"on {day_text} of the month")
+    text = " ".join(part for part in [*parts, in_months, in_year] if part)
+    if text != phrase and not phrase.endswith(zone):
+        text += f" ({zone})"
+    return text
 
 
 def _timing(

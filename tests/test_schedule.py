@@ -141,6 +141,12 @@ TEXTS = [
     (cron(month=12, day_of_week="mon", hour=8), "Every Monday in December at 08:00 UTC"),
     (cron(year=2026, month=12, day=1, hour=9), "Once at 2026-12-01 09:00 UTC"),
     (cron(year=2026, hour=2), "Daily at 02:00 UTC in 2026"),
+    (cron(year=2027, month=2, hour=2), "Daily in February 2027 at 02:00 UTC"),
+    (cron(year=2027, minute="*/5"), "Every 5 minutes in 2027 (UTC)"),
+    (
+        cron(year=2027, month=2, day_of_week="mon", minute=59, timezone=BERLIN),
+        "Hourly at :59 on Mondays in February 2027 (Europe/Berlin)",
+    ),
     # Zones are always named for clock times.
     (cron(hour=2, timezone=PLUS_TWO), "Daily at 02:00 UTC+02:00"),
     (cron(hour=2, timezone=timezone(-timedelta(hours=5, minutes=30))), "Daily at 02:00 UTC-05:30"),
