@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sys
 from pathlib import Path
@@ -114,27 +115,41 @@ def serve(
             help="TLS, client certificate and basic auth settings (exporter-toolkit format).",
         ),
     ] = None,
+    include_job: Annotated[
+        list[str] | None,
+        typer.Option("--include-job", help="Regex of job ids to export (repeatable)."),
+    ] = None,
+    exclude_job: Annotated[
+        list[str] | None,
+        typer.Option("--exclude-job", help="Regex of job ids not to export (repeatable)."),
+    ] = None,
+    max_jobs: Annotated[
+        int | None, typer.Option("--max-jobs", help="Per-job series cap [default: 20000].")
+    ] = None,
 ) -> None:
     """Run the sidecar: poll the job store and serve /metrics."""
     from exporter.logs import setup_logging
     from exporter.server import serve as run_server
 
-    cfg = _load(
-        config,
-        db_url=db_url,
-        db_password_file=db_password_file,
-        jobstore=jobstore,
-        jobs_table=jobs_table,
-        history_table=history_table,
-        db_schema=schema,
-        backup_job_id=backup_job_id,
-        backup_dir=backup_dir,
-        statement_timeout=statement_timeout,
-        log_level=log_level,
-        listen_address=listen_address,
-        poll_interval=poll_interval,
-        web_config_file=web_config_file,
-    )
+    flags: dict[str, Any] = {
+        "db_url": db_url,
+        "db_password_file": db_password_file,
+        "jobstore": jobstore,
+        "jobs_table": jobs_table,
+        "history_table": history_table,
+        "db_schema": schema,
+        "backup_job_id": backup_job_id,
+        "backup_dir": backup_dir,
+        "statement_timeout": statement_timeout,
+        "log_level": log_level,
+        "listen_address": listen_address,
+        "poll_interval": poll_interval,
+        "web_config_file": web_config_file,
+        "include_jobs": include_job or None,
+        "exclude_jobs": exclude_job or None,
+        "max_jobs": max_jobs,
+    }
+    cfg = _load(config, **flags)
     web = None
     if cfg.settings.web_config_file is not None:
         from exporter.web_config import load_web_config
@@ -146,7 +161,9 @@ def serve(
             raise typer.Exit(2) from None
     setup_logging(cfg.settings.log_level, cfg.secrets + (web.secrets if web else ()))
     try:
-        asyncio.run(run_server(cfg, web_config=web))
+        # SIGHUP and POST /-/reload read the file, environment and password files again.
+        reload = functools.partial(load_config, config, **flags)
+        asyncio.run(run_server(cfg, web_config=web, loader=reload))
     except OSError as exc:
         err.print(
             f"jobstore-exporter: cannot listen on {cfg.settings.listen_address}: "

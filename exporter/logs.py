@@ -37,3 +37,11 @@ def setup_logging(level: str = "info", secrets: tuple[str, ...] = ()) -> None:
     root.setLevel(level.upper())
     # aiohttp's access log is off; its server errors still come through this handler.
     logging.getLogger("apscheduler").setLevel(max(root.level, logging.INFO))
+
+
+def add_secrets(secrets: tuple[str, ...]) -> None:
+    """Scrub more secrets from now on (a reload may bring a new password)."""
+    for handler in logging.getLogger().handlers:
+        for existing in handler.filters:
+            if isinstance(existing, ScrubSecrets):
+                existing.secrets = tuple(dict.fromkeys((*existing.secrets, *secrets)))

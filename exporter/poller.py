@@ -218,6 +218,7 @@ class StorePoller:
         go on claiming the store is up); its thread is left to finish or fail on its own, and
         until it does no new poll starts, so sources are never read by two threads at once.
         """
+        self.interval, self.max_backoff = interval, max_backoff  # a reload may change them
         while True:
             if self._lock.locked():
                 self.report_stuck("the previous poll is still waiting for the database")
@@ -226,7 +227,7 @@ class StorePoller:
                 done, _ = await asyncio.wait({poll}, timeout=self.deadline)
                 if not done:
                     self.report_stuck(f"no answer within {self.deadline:.0f} s")
-            await asyncio.sleep(self.next_delay(interval, max_backoff))
+            await asyncio.sleep(self.next_delay(self.interval, self.max_backoff))
 
     def report_stuck(self, reason: str) -> None:
         """Mark every source failed because the database does not answer at all."""

@@ -1,8 +1,9 @@
 """The aiohttp sidecar: background pollers plus the HTTP endpoints that read their snapshots.
 
-Request handlers never touch the database. ``/metrics`` renders the latest snapshots in a worker
-thread (a 10k-job page must not stall ``/healthz``), negotiates OpenMetrics from ``Accept`` the way
-Prometheus asks for it, and gzips when the client accepts it.
+Request handlers never touch the database. ``/metrics`` serves bodies rendered once per poll
+(see ``render.py``), negotiates OpenMetrics from ``Accept`` the way Prometheus asks for it, and
+gzips when the client accepts it. :class:`Sidecar` holds what a configuration reload swaps
+(SIGHUP or ``POST /-/reload``): a bad new configuration is refused and the running one stays.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+import signal
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
-from exporter.config import Config
+from exporter.config import Config, ConfigError
+from exporter.logs import add_secrets
 from exporter.metrics import SnapshotCollector, build_registry
-from exporter.poller import StorePoller
+from exporter.poller import StorePoller, make_pollers
 from exporter.render import BodyCache
 from exporter.snapshot import StoreSnapshot
 from exporter.status import StatusOptions, add_routes
@@ -24,33 +27,118 @@ from exporter.web_config import WebConfig
 
 log = logging.getLogger(__name__)
 
-POLLERS: web.AppKey[Sequence[StorePoller]] = web.AppKey("pollers")
+Loader = Callable[[], Config]
+
+
+class Sidecar:
+    """The running configuration, its pollers and the renderers built from them."""
+
+    def __init__(
+        self,
+        config: Config,
+        pollers: Sequence[StorePoller] | None = None,
+        loader: Loader | None = None,
+    ) -> None:
+        self.config = config
+        self.loader = loader
+        self.pollers = list(pollers) if pollers is not None else make_pollers(config)
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._reload_lock = asyncio.Lock()
+        self._build_renderers()
+
+    def snapshots(self) -> list[StoreSnapshot]:
+        return [poller.snapshot for poller in self.pollers]
+
+    def _build_renderers(self) -> None:
+        settings = self.config.settings
+        collector = SnapshotCollector(
+            self.snapshots,
+            default_grace=settings.overdue_grace,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            backup_job_ids={store.name: store.backup_job_id for store in self.config.stores},
+        )
+        pollers = self.pollers
+        self.bodies = BodyCache(
+            build_registry(collector), lambda: tuple(p.snapshot.taken_at for p in pollers)
+        )
+
+    def start(self) -> None:
+        settings = self.config.settings
+        for poller in self.pollers:
+            if id(poller) not in self._tasks:
+                run = poller.run(settings.poll_interval, settings.max_backoff)
+                self._tasks[id(poller)] = asyncio.create_task(run)
+
+    async def stop(self, pollers: Sequence[StorePoller] | None = None) -> None:
+        for poller in list(self.pollers if pollers is None else pollers):
+            task = self._tasks.pop(id(poller), None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.to_thread(poller.close)
+
+    async def reload(self) -> str:
+        """Load the configuration again and apply it; ConfigError leaves everything as it was."""
+        if self.loader is None:
+            raise ConfigError("reload: this sidecar was started without a configuration to reload")
+        async with self._reload_lock:
+            new = await asyncio.to_thread(self.loader)
+            return await self.apply(new)
+
+    async def apply(self, new: Config) -> str:
+        old = self.config
+        add_secrets(new.secrets)
+        same_selection = _selection(old) == _selection(new)
+        reusable = {p.store: p for p in self.pollers} if same_selection else {}
+        fresh = make_pollers(new)
+        pollers = [reusable.pop(p.store) if p.store in reusable else p for p in fresh]
+        for unused in fresh:
+            if unused not in pollers:
+                unused.close()
+        removed = [p for p in self.pollers if p not in pollers]
+        kept = len(self.pollers) - len(removed)
+        await self.stop(removed)
+        for poller in pollers:
+            poller.interval = new.settings.poll_interval
+            poller.max_backoff = new.settings.max_backoff
+        self.config, self.pollers = new, pollers
+        self._build_renderers()
+        self.start()
+        for setting in ("listen_address", "web_config_file"):
+            if getattr(old.settings, setting) != getattr(new.settings, setting):
+                log.warning("reload: %s changed; it takes effect at the next restart", setting)
+        summary = (
+            f"{len(new.stores)} job store(s), {kept} kept with their state, "
+            f"{len(pollers) - kept} new, {len(removed)} stopped"
+        )
+        log.info("configuration reloaded: %s", summary)
+        return summary
+
+
+def _selection(config: Config) -> tuple[object, ...]:
+    settings = config.settings
+    return (
+        tuple(settings.include_jobs),
+        tuple(settings.exclude_jobs),
+        settings.max_jobs,
+        settings.heartbeat_forget_after,
+    )
 
 
 def create_app(
-    config: Config, pollers: Sequence[StorePoller], web_config: WebConfig | None = None
+    config: Config | Sidecar,
+    pollers: Sequence[StorePoller] | None = None,
+    web_config: WebConfig | None = None,
 ) -> web.Application:
-    """Wire pollers, collector and routes; pollers start and stop with the app.
+    """Wire the sidecar's pollers, renderers and routes; pollers start and stop with the app.
 
     ``web_config`` adds basic auth (every path but ``/healthz``) and response headers.
     """
-    settings = config.settings
-
-    def snapshots() -> list[StoreSnapshot]:
-        return [poller.snapshot for poller in pollers]
-
-    collector = SnapshotCollector(
-        snapshots,
-        default_grace=settings.overdue_grace,
-        heartbeat_timeout=settings.heartbeat_timeout,
-        backup_job_ids={store.name: store.backup_job_id for store in config.stores},
-    )
-    registry = build_registry(collector)
-
-    bodies = BodyCache(registry, lambda: tuple(p.snapshot.taken_at for p in pollers))
+    sidecar = config if isinstance(config, Sidecar) else Sidecar(config, pollers)
 
     async def metrics(request: web.Request) -> web.Response:
-        body = await bodies.get(request.headers.get("Accept", ""))
+        body = await sidecar.bodies.get(request.headers.get("Accept", ""))
         headers = {"Content-Type": body.content_type, "Vary": "Accept, Accept-Encoding"}
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             headers["Content-Encoding"] = "gzip"
@@ -61,37 +149,40 @@ def create_app(
         return web.Response(text="ok\n")
 
     async def readyz(_request: web.Request) -> web.Response:
-        waiting = [p.store.name for p in pollers if not p.snapshot.ever_succeeded]
+        waiting = [p.store.name for p in sidecar.pollers if not p.snapshot.ever_succeeded]
         if waiting:
             return web.Response(
                 status=503, text=f"not ready: no successful poll yet of {', '.join(waiting)}\n"
             )
         return web.Response(text="ready\n")
 
-    async def poll_forever(app: web.Application) -> AsyncIterator[None]:
-        tasks = [
-            asyncio.create_task(poller.run(settings.poll_interval, settings.max_backoff))
-            for poller in pollers
-        ]
+    async def reload(_request: web.Request) -> web.Response:
+        try:
+            summary = await sidecar.reload()
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            return web.Response(status=400, text=f"reload rejected: {exc}\n")
+        return web.Response(text=f"reloaded: {summary}\n")
+
+    async def poll_forever(_app: web.Application) -> AsyncIterator[None]:
+        sidecar.start()
         yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for poller in pollers:
-            poller.close()
+        await sidecar.stop()
 
     app = web.Application()
-    app[POLLERS] = pollers
+    app[SIDECAR] = sidecar
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    add_routes(app, snapshots, StatusOptions.from_config(config))  # GET / and /api/status
+    app.router.add_post("/-/reload", reload)
+    add_routes(app, sidecar.snapshots, StatusOptions.from_config(sidecar.config))
     app.cleanup_ctx.append(poll_forever)
     if web_config is not None:
         web_config.install(app)
     return app
+
+
+SIDECAR: web.AppKey[Sidecar] = web.AppKey("sidecar")
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -100,19 +191,24 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 async def serve(
-    config: Config, *, ready: asyncio.Event | None = None, web_config: WebConfig | None = None
+    config: Config,
+    *,
+    ready: asyncio.Event | None = None,
+    web_config: WebConfig | None = None,
+    loader: Loader | None = None,
 ) -> None:
-    """Run the sidecar until cancelled; over TLS when ``web_config`` configures it."""
-    pollers = [
-        StorePoller(store, heartbeat_forget_after=config.settings.heartbeat_forget_after)
-        for store in config.stores
-    ]
-    app = create_app(config, pollers, web_config)
+    """Run the sidecar until cancelled; over TLS when ``web_config`` configures it.
+
+    With a ``loader``, SIGHUP and ``POST /-/reload`` re-read the configuration.
+    """
+    sidecar = Sidecar(config, loader=loader)
+    app = create_app(sidecar, web_config=web_config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = split_address(config.settings.listen_address)
     ssl_context = web_config.ssl_context() if web_config is not None else None
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    loop = asyncio.get_running_loop()
     try:
         await site.start()
         for store in config.stores:
@@ -123,8 +219,27 @@ async def serve(
             log.info("web config %s: %s", web_config.path, web_config.describe())
             if web_config.users and ssl_context is None:
                 log.warning("basic auth without TLS: passwords cross the network in clear text")
+        if loader is not None:
+            loop.add_signal_handler(signal.SIGHUP, lambda: _reload_in_background(sidecar))
         if ready is not None:
             ready.set()
         await asyncio.Event().wait()
     finally:
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(signal.SIGHUP)
         await runner.cleanup()
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _reload_in_background(sidecar: Sidecar) -> None:
+    async def reload() -> None:
+        try:
+            await sidecar.reload()
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+
+    task = asyncio.create_task(reload())
+    _background.add(task)  # keep a reference until it is done
+    task.add_done_callback(_background.discard)
