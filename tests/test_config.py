@@ -156,4 +156,3 @@ def test_version_flag() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.strip() == f"jobstore-exporter {__version__}"
-
