@@ -58,8 +58,19 @@ def need_privilege(reason: str) -> None:
 
 @contextlib.contextmanager
 def tiny_tmpfs(path: Path, size: str = "64k", read_only: bool = False) -> Iterator[Path]:
-    """A tmpfs of `size` mounted at `path` (optionally read-only); skips/fails when impossible."""
+    """A tmpfs of `size` mounted at `path` (optionally read-only); skips/fails when impossible.
+
+    Without root, a read-only directory is a plain directory with mode 0500 instead (root
+    ignores that mode, which is why root gets a read-only mount).
+    """
     path.mkdir(parents=True, exist_ok=True)
+    if read_only and os.geteuid() != 0:
+        path.chmod(0o500)
+        try:
+            yield path
+        finally:
+            path.chmod(0o700)
+        return
     mount = shutil.which("mount")
     result = (
         subprocess.run(
