@@ -931,7 +931,7 @@ def register_backup_job(
         "keep": int(keep),
         "max_age_days": max_age_days,
         "password_env": password_env,
-        "password_file": os.fspath(password_file) if password_file else None,
+        "password_file": os.path.abspath(os.fspath(password_file)) if password_file else None,
         "password_in_process": in_process,
         "timeout": float(timeout),
     }
