@@ -932,7 +932,7 @@ def test_prometheusrule_is_generated_from_alerts_yml() -> None:
     assert rule["metadata"]["labels"]["release"] == monitor["metadata"]["labels"]["release"]
 
 
-def test_prometheusrule_builder_check_mode(tmp_path: Path) -> None:
+def test_prometheusrule_builder_check_mode() -> None:
     build = _build_prometheusrule()
     assert build.main(["--check"]) == 0
     with pytest.raises(ValueError, match="groups"):
