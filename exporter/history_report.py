@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from exporter.config import StoreConfig
+from exporter.tables import as_utc
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -117,23 +118,12 @@ def _run(row: Any) -> Run:
         job_id=str(row.job_id),
         job_name=row.job_name,
         status=str(row.status),
-        scheduled=_datetime(row.scheduled_run_time),
-        started=_datetime(row.started_at),
-        finished=_datetime(row.finished_at),
+        scheduled=as_utc(row.scheduled_run_time),
+        started=as_utc(row.started_at),
+        finished=as_utc(row.finished_at),
         duration=duration,
         error=row.error_message,
     )
-
-
-def _datetime(value: Any) -> datetime | None:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def job_stats(runs: list[Run]) -> list[JobStats]:

@@ -8,6 +8,9 @@ them. This module imports nothing but SQLAlchemy so both halves can depend on it
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import sqlalchemy as sa
 
 JOB_STATUSES = ("running", "success", "failed", "missed", "skipped")
@@ -65,3 +68,19 @@ def heartbeat_table(
         sa.Column("version", sa.String(64)),
         schema=schema,
     )
+
+
+def as_utc(value: Any) -> datetime | None:
+    """A timestamp column's value as an aware UTC datetime; None when absent or unreadable.
+
+    The layouts store naive UTC (as Aegis writes). Drivers hand back datetimes, except SQLite,
+    which hands back ISO text; aware values from other writers are respected.
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

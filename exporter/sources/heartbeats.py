@@ -7,13 +7,13 @@ a series per long-gone pid would only be noise on dashboards.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from exporter.config import StoreConfig
 from exporter.snapshot import Heartbeat
+from exporter.tables import as_utc
 
 _COLUMNS = ("scheduler_id", "host", "pid", "state", "started_at", "last_seen")
 
@@ -32,7 +32,8 @@ class HeartbeatSource:
         for scheduler_id, host, pid, state, _started, last_seen in connection.execute(
             sa.select(*(self.table.c[name] for name in _COLUMNS))
         ):
-            seen = _timestamp(last_seen)
+            moment = as_utc(last_seen)
+            seen = moment.timestamp() if moment is not None else None
             if seen is None or not isinstance(scheduler_id, str) or now - seen > self.forget_after:
                 continue
             beats.append(
@@ -46,14 +47,3 @@ class HeartbeatSource:
             )
         beats.sort(key=lambda beat: beat.scheduler)
         return tuple(beats)
-
-
-def _timestamp(value: Any) -> float | None:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()

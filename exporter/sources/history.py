@@ -23,7 +23,6 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -31,6 +30,7 @@ import sqlalchemy as sa
 
 from exporter.config import StoreConfig
 from exporter.snapshot import JobRuns
+from exporter.tables import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -380,16 +380,10 @@ def _parse(row: Iterable[Any]) -> _Run:
 
 
 def _timestamp(value: Any) -> float | None:
-    """Naive UTC (as Aegis writes) or aware datetimes, or SQLite's ISO text, to Unix seconds."""
+    """Unix seconds of a timestamp column; an unreadable one makes the row invalid."""
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidRow("unparseable timestamp") from None
-    if not isinstance(value, datetime):
+    moment = as_utc(value)
+    if moment is None:
         raise InvalidRow("unparseable timestamp")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
+    return moment.timestamp()
