@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,19 +27,6 @@ from exporter.server import serve
 log = logging.getLogger(__name__)
 
 DEMO_DB = "demo.sqlite"
-
-
-def database_backup(db_path: str, backup_dir: str, keep: int = 7) -> str:
-    """Copy the demo database with SQLite's online backup API and keep the newest ``keep``."""
-    target_dir = Path(backup_dir)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = target_dir / f"demo_{stamp}.sqlite"
-    with sqlite3.connect(db_path) as source, sqlite3.connect(target) as copy:
-        source.backup(copy)
-    for old in sorted(target_dir.glob("demo_*.sqlite"))[:-keep]:
-        old.unlink()
-    return str(target)
 
 
 def cleanup_temp(temp_dir: str, max_age_seconds: float = 6 * 3600) -> int:
@@ -76,16 +62,9 @@ def build_scheduler(directory: Path) -> AsyncIOScheduler:
     re-registered from code at every start as Aegis apps do."""
     directory.mkdir(parents=True, exist_ok=True)
     db_path = (directory / DEMO_DB).resolve()
-    scheduler = create_scheduler(f"sqlite:///{db_path}", timezone="UTC")
-    scheduler.add_job(
-        "exporter.demo:database_backup",
-        trigger=CronTrigger(hour=2, minute=0, timezone="UTC"),
-        kwargs={"db_path": str(db_path), "backup_dir": str(directory / "backups")},
-        id="database_backup",
-        name="Daily Database Backup",
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
+    # The kit's real daily backup (SQLite online backup, verified, rotated), not a demo copy.
+    scheduler = create_scheduler(
+        f"sqlite:///{db_path}", timezone="UTC", backup=str(directory / "backups")
     )
     scheduler.add_job(
         "exporter.demo:cleanup_temp",
