@@ -22,7 +22,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from exporter.config import ConfigError, StoreConfig, load_config
+from exporter.cli_options import (
+    ConfigFile,
+    DbPasswordFile,
+    DbUrl,
+    Jobstore,
+    fail,
+    load_or_exit,
+    pick_store,
+)
 
 backup_app = typer.Typer(
     name="backup",
@@ -31,28 +39,6 @@ backup_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False)
-
-ConfigFile = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML or TOML config file (may list several job stores)."),
-]
-DbUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--db-url",
-        help="Database to back up (env JOBSTORE_EXPORTER_DB_URL, else DATABASE_URL). "
-        "Prefer --db-password-file or JOBSTORE_EXPORTER_DB_PASSWORD to a password in the URL.",
-        show_default=False,
-    ),
-]
-DbPasswordFile = Annotated[
-    Path | None, typer.Option("--db-password-file", help="File holding the database password.")
-]
-Jobstore = Annotated[
-    str | None,
-    typer.Option("--jobstore", help="Which store of the config file, when it lists several."),
-]
 BackupDir = Annotated[
     Path | None,
     typer.Option(
@@ -62,32 +48,6 @@ BackupDir = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"jobstore-exporter: {message}", markup=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _stores(config: Path | None, **flags: Any) -> tuple[StoreConfig, ...]:
-    try:
-        return load_config(config, **flags).stores
-    except ConfigError as exc:
-        raise _fail(f"config error: {exc}", 2) from None
-
-
-def _pick(stores: tuple[StoreConfig, ...], name: str | None) -> StoreConfig:
-    if name is None:
-        if len(stores) > 1:
-            names = ", ".join(store.name for store in stores)
-            raise _fail(
-                f"config error: jobstore: several stores ({names}); pick one with --jobstore", 2
-            )
-        return stores[0]
-    for store in stores:
-        if store.name == name:
-            return store
-    raise _fail(f"config error: jobstore: no store named {name!r} in the configuration", 2)
 
 
 @backup_app.command("run")
@@ -112,26 +72,28 @@ def run(
     from exporter.kit.backup import BackupError, backup_database
     from exporter.logs import setup_logging
 
-    store = _pick(
-        _stores(config, db_url=db_url, db_password_file=db_password_file, backup_dir=backup_dir),
+    store = pick_store(
+        load_or_exit(
+            config, db_url=db_url, db_password_file=db_password_file, backup_dir=backup_dir
+        ).stores,
         jobstore,
     )
     directory = backup_dir or store.backup_dir
     if directory is None:
-        raise _fail(
+        raise fail(
             "config error: backup_dir: not set; pass --backup-dir, set "
             "JOBSTORE_EXPORTER_BACKUP_DIR or add backup_dir to the config file",
             2,
         )
     if max_age_days == 0:
-        raise _fail("config error: --max-age-days must be positive", 2)
+        raise fail("config error: --max-age-days must be positive", 2)
     setup_logging("warning", store.secrets)  # rotation problems show; success is printed below
     try:
         result = backup_database(
             store.url, directory, keep=keep, max_age_days=max_age_days, timeout=timeout
         )
     except BackupError as exc:
-        raise _fail(f"backup failed: {exc}", 1) from None
+        raise fail(f"backup failed: {exc}", 1) from None
     removed = f"; removed {len(result.removed)} old backups" if result.removed else ""
     typer.echo(
         f"backup written: {result.path} ({_size(result.size)}, {result.verification}, "
@@ -156,10 +118,10 @@ def list_backups(
     if backup_dir is not None:
         directories = [backup_dir]
     else:
-        stores = _stores(config, db_url=db_url, db_password_file=db_password_file)
+        stores = load_or_exit(config, db_url=db_url, db_password_file=db_password_file).stores
         directories = list(dict.fromkeys(s.backup_dir for s in stores if s.backup_dir))
         if not directories:
-            raise _fail(
+            raise fail(
                 "config error: backup_dir: not set; pass --backup-dir, set "
                 "JOBSTORE_EXPORTER_BACKUP_DIR or add backup_dir to the config file",
                 2,
@@ -170,7 +132,7 @@ def list_backups(
         try:
             found = kit.list_backups(directory)
         except OSError as exc:
-            raise _fail(f"cannot list backup_dir {directory}: {exc.strerror or exc}", 2) from None
+            raise fail(f"cannot list backup_dir {directory}: {exc.strerror or exc}", 2) from None
         for item in found:
             state, detail = (
                 ("empty", "0 bytes: a failed backup")
@@ -239,7 +201,7 @@ def verify_file(
     try:
         check = verify_backup(file)
     except (UnusableBackup, MissingTool) as exc:
-        raise _fail(f"cannot verify {file}: {exc}", 2) from None
+        raise fail(f"cannot verify {file}: {exc}", 2) from None
     if check.ok:
         typer.echo(f"ok: {file}: {check.detail}")
         return

@@ -18,7 +18,23 @@ import typer
 from rich.console import Console
 
 from exporter import __version__
-from exporter.config import Config, ConfigError, load_config
+from exporter.cli_options import (
+    BackupJobId,
+    ConfigFile,
+    DbPasswordFile,
+    DbUrl,
+    HistoryTable,
+    JobsTable,
+    Jobstore,
+    LogLevel,
+    Schema,
+    StatementTimeout,
+    err,
+    fail,
+    load_or_exit,
+    pick_store,
+)
+from exporter.config import ConfigError, load_config
 
 app = typer.Typer(
     name="jobstore-exporter",
@@ -27,50 +43,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False)
-
-ConfigFile = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML or TOML config file (may list several job stores)."),
-]
-DbUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--db-url",
-        help="Database of the job store (env JOBSTORE_EXPORTER_DB_URL, else DATABASE_URL). "
-        "Prefer --db-password-file or JOBSTORE_EXPORTER_DB_PASSWORD to a password in the URL.",
-        show_default=False,
-    ),
-]
-DbPasswordFile = Annotated[
-    Path | None, typer.Option("--db-password-file", help="File holding the database password.")
-]
-Jobstore = Annotated[str | None, typer.Option("--jobstore", help="Label value [default: default].")]
-JobsTable = Annotated[
-    str | None, typer.Option("--jobs-table", help="Job table [default: apscheduler_jobs].")
-]
-HistoryTable = Annotated[
-    str | None, typer.Option("--history-table", help="History table [default: job_execution].")
-]
-Schema = Annotated[str | None, typer.Option("--schema", help="Schema holding the tables.")]
-BackupJobId = Annotated[
-    str | None, typer.Option("--backup-job-id", help="Backup job id [default: database_backup].")
-]
 BackupDir = Annotated[
     Path | None, typer.Option("--backup-dir", help="Directory of backup files to count and date.")
 ]
-StatementTimeout = Annotated[
-    float | None, typer.Option("--statement-timeout", help="Seconds per query [default: 10].")
-]
-LogLevel = Annotated[str | None, typer.Option("--log-level", help="debug|info|warning|error.")]
-
-
-def _load(config_file: Path | None, **flags: Any) -> Config:
-    try:
-        return load_config(config_file, **flags)
-    except ConfigError as exc:
-        err.print(f"jobstore-exporter: config error: {exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(2) from None
 
 
 def _version(value: bool) -> None:
@@ -149,7 +124,7 @@ def serve(
         "exclude_jobs": exclude_job or None,
         "max_jobs": max_jobs,
     }
-    cfg = _load(config, **flags)
+    cfg = load_or_exit(config, **flags)
     web = None
     if cfg.settings.web_config_file is not None:
         from exporter.web_config import load_web_config
@@ -195,7 +170,7 @@ def check(
     from exporter.logs import setup_logging
     from exporter.poller import StorePoller
 
-    cfg = _load(
+    cfg = load_or_exit(
         config,
         db_url=db_url,
         db_password_file=db_password_file,
@@ -245,7 +220,7 @@ def history(
     from exporter import history_report as report
     from exporter.db import describe_error, reader_engine
 
-    cfg = _load(
+    cfg = load_or_exit(
         config,
         db_url=db_url,
         db_password_file=db_password_file,
@@ -255,14 +230,12 @@ def history(
         statement_timeout=statement_timeout,
     )
     if status is not None and status not in report.STATUSES:
-        err.print(f"jobstore-exporter: --status must be one of {', '.join(report.STATUSES)}")
-        raise typer.Exit(2)
+        raise fail(f"--status must be one of {', '.join(report.STATUSES)}", 2)
     try:
         window = report.parse_since(since, datetime.now(UTC)) if since else None
     except report.ReportError as exc:
-        err.print(f"jobstore-exporter: {exc}", markup=False)
-        raise typer.Exit(2) from None
-    store = cfg.stores[0]
+        raise fail(str(exc), 2) from None
+    store = pick_store(cfg.stores, jobstore)
     engine = reader_engine(store.url, store.statement_timeout)
     try:
         with engine.connect() as connection:

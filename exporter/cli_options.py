@@ -1,0 +1,85 @@
+"""Options and helpers shared by every `jobstore-exporter` command module.
+
+One definition per flag, so `serve`, `check`, `history` and `backup` spell and explain it the
+same way, and one way to fail: a single line on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from exporter.config import Config, ConfigError, StoreConfig, load_config
+
+err = Console(stderr=True, highlight=False)
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML or TOML config file (may list several job stores)."),
+]
+DbUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--db-url",
+        help="Database of the job store (env JOBSTORE_EXPORTER_DB_URL, else DATABASE_URL). "
+        "Prefer --db-password-file or JOBSTORE_EXPORTER_DB_PASSWORD to a password in the URL.",
+        show_default=False,
+    ),
+]
+DbPasswordFile = Annotated[
+    Path | None, typer.Option("--db-password-file", help="File holding the database password.")
+]
+Jobstore = Annotated[
+    str | None,
+    typer.Option(
+        "--jobstore",
+        help="Store name: the `jobstore` label [default: default]; with a config file listing "
+        "several stores, the one to use.",
+    ),
+]
+JobsTable = Annotated[
+    str | None, typer.Option("--jobs-table", help="Job table [default: apscheduler_jobs].")
+]
+HistoryTable = Annotated[
+    str | None, typer.Option("--history-table", help="History table [default: job_execution].")
+]
+Schema = Annotated[str | None, typer.Option("--schema", help="Schema holding the tables.")]
+BackupJobId = Annotated[
+    str | None, typer.Option("--backup-job-id", help="Backup job id [default: database_backup].")
+]
+StatementTimeout = Annotated[
+    float | None, typer.Option("--statement-timeout", help="Seconds per query [default: 10].")
+]
+LogLevel = Annotated[str | None, typer.Option("--log-level", help="debug|info|warning|error.")]
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print ``jobstore-exporter: MESSAGE`` on stderr; raise the returned Exit."""
+    err.print(f"jobstore-exporter: {message}", markup=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def load_or_exit(config_file: Path | None, **flags: Any) -> Config:
+    """The configuration, or exit 2 with its one-line error."""
+    try:
+        return load_config(config_file, **flags)
+    except ConfigError as exc:
+        raise fail(f"config error: {exc}", 2) from None
+
+
+def pick_store(stores: tuple[StoreConfig, ...], name: str | None) -> StoreConfig:
+    """The store a one-store command works on: the only one, or the one named ``--jobstore``."""
+    if name is None:
+        if len(stores) > 1:
+            names = ", ".join(store.name for store in stores)
+            raise fail(
+                f"config error: jobstore: several stores ({names}); pick one with --jobstore", 2
+            )
+        return stores[0]
+    for store in stores:
+        if store.name == name:
+            return store
+    raise fail(f"config error: jobstore: no store named {name!r} in the configuration", 2)
