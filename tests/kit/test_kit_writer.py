@@ -57,31 +57,30 @@ def test_sqlite_lock_is_retried_without_losing_rows(sqlite_db, caplog):
     assert "work again after" in caplog.text
 
 
-def _pg_kill_waiting_writer(admin: sa.Connection, database: str) -> int:
-    return len(
-        admin.execute(
-            sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = :db AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
-            ),
-            {"db": database},
-        ).all()
-    )
-
-
-def _mariadb_kill_waiting_writer(admin: sa.Connection, database: str) -> int:
-    waiting = admin.execute(
-        sa.text(
+def _waiting_on_lock(admin: sa.Connection, kind: str, database: str) -> list[int]:
+    if kind == "postgresql":
+        query = (
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = :db AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+        )
+    else:
+        query = (
             "SELECT id FROM information_schema.processlist "
             "WHERE db = :db AND id <> CONNECTION_ID() AND state LIKE 'Waiting for table%'"
-        ),
-        {"db": database},
-    ).scalars()
-    killed = 0
-    for pid in waiting:
-        admin.exec_driver_sql(f"KILL {int(pid)}")
-        killed += 1
-    return killed
+        )
+    return [int(pid) for pid in admin.execute(sa.text(query), {"db": database}).scalars()]
+
+
+def _kill_new_waiters(admin: sa.Connection, kind: str, database: str, killed: set[int]) -> int:
+    """Kill connections blocked on the lock, once each (a killed one lingers in the lists)."""
+    fresh = [pid for pid in _waiting_on_lock(admin, kind, database) if pid not in killed]
+    for pid in fresh:
+        if kind == "postgresql":
+            admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        else:
+            admin.exec_driver_sql(f"KILL {pid}")
+        killed.add(pid)
+    return len(fresh)
 
 
 def test_server_hiccup_locked_table_and_killed_connections(any_db):
@@ -99,14 +98,16 @@ def test_server_hiccup_locked_table_and_killed_connections(any_db):
     admin = sa.create_engine(any_db.url, isolation_level="AUTOCOMMIT").connect()
     if any_db.kind == "postgresql":
         locker.execute(sa.text("LOCK TABLE job_execution IN ACCESS EXCLUSIVE MODE"))
-        kill = _pg_kill_waiting_writer
     else:
         locker.exec_driver_sql("LOCK TABLES job_execution WRITE")
-        kill = _mariadb_kill_waiting_writer
+    killed: set[int] = set()
     try:
         for round_ in range(2):
             add_burst(scheduler, 10, prefix=f"round{round_}")
-            wait_for(lambda: kill(admin, database), what="the writer blocked on the lock")
+            wait_for(
+                lambda: _kill_new_waiters(admin, any_db.kind, database, killed),
+                what="the writer blocked on the lock",
+            )
             wait_for(lambda r=round_: recorder.stats().write_errors > r, what="a failed write")
     finally:
         if any_db.kind == "postgresql":
