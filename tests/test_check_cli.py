@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from conftest import Database
 from stores import write_jobs
+from support import Database
 
 
 def check(*args: str) -> subprocess.CompletedProcess[str]:

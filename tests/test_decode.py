@@ -44,9 +44,9 @@ from apscheduler.triggers.cron import expressions as ex
 from apscheduler.triggers.cron import fields as fl
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from conftest import IN_CI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import IN_CI
 
 from exporter import decode
 from exporter.decode import MAX_JOB_STATE_BYTES, DecodedJob, UndecodableJob, decode_job_state

@@ -10,8 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
+from support import free_port
 
 
 def test_demo_runs_the_seed_jobs_and_serves_them(tmp_path: Path) -> None:

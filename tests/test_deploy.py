@@ -42,8 +42,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import Database, free_port, need_server
 from prometheus_client.parser import text_string_to_metric_families
+from support import Database, free_port, need_server
 
 from exporter.config import DEFAULT_PORT, ENV_PREFIX, Settings, load_config
 

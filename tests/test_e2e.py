@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from conftest import Database, free_port, need_server
 from prometheus_client.parser import text_string_to_metric_families
 from stores import write_jobs
+from support import Database, free_port, need_server
 
 
 @contextmanager

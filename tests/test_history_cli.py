@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import Database
+from support import Database
 from test_history_reader import History
 
 

@@ -23,7 +23,7 @@ from apscheduler.events import (
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from conftest import Database
+from support import Database
 
 from exporter.config import load_config
 from exporter.kit import instrument

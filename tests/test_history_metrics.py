@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import Database
 from stores import write_jobs
+from support import Database
 from test_history_reader import History
 
 from exporter.config import load_config

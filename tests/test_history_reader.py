@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Database
+from support import Database
 
 from exporter.config import load_config
 from exporter.snapshot import JobRuns

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
-from conftest import Database
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families
 from stores import write_jobs
+from support import Database
 
 from exporter.config import Config, load_config
 from exporter.poller import StorePoller

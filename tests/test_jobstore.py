@@ -14,8 +14,8 @@ from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from conftest import Database
 from stores import SEED_JOBS, write_jobs
+from support import Database
 
 from exporter.config import StoreConfig, load_config
 from exporter.db import reader_engine

@@ -7,8 +7,8 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from conftest import PrivatePostgres
 from stores import write_jobs
+from support import PrivatePostgres
 
 from exporter.config import load_config
 from exporter.metrics import SnapshotCollector

@@ -11,8 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import Database, free_port
 from stores import write_jobs
+from support import Database, free_port
 
 
 def metrics(base: str) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
-from conftest import Database
 from stores import write_jobs
+from support import Database
 
 from exporter.config import ConfigError, load_config
 from exporter.metrics import SnapshotCollector

@@ -26,8 +26,8 @@ import sqlalchemy as sa
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from apscheduler.triggers.cron import CronTrigger
-from conftest import Database, need_server
 from stores import SEED_JOBS, write_jobs
+from support import Database, need_server
 from test_history_reader import History, ts
 
 from exporter.check import assess

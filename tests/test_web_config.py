@@ -32,12 +32,12 @@ import pytest
 import yaml
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
-from conftest import Database, free_port, need_server
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from stores import write_jobs
+from support import Database, free_port, need_server
 
 from exporter import web_config as wc
 from exporter.config import ConfigError, load_config

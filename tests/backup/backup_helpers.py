@@ -22,8 +22,8 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MA
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from conftest import IN_CI, MARIADB_ADMIN_URL, PG_ADMIN_URL, Database
 from prometheus_client import generate_latest
+from support import IN_CI, MARIADB_ADMIN_URL, PG_ADMIN_URL, Database
 
 from exporter.config import load_config
 from exporter.kit import instrument, register_backup_job

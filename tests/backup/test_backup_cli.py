@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import Database
+from support import Database
 from typer.testing import CliRunner
 
 from exporter.cli import app

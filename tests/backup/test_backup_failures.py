@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from backup_helpers import fill_database, ours, run_backup_job, tiny_tmpfs
-from conftest import Database
+from support import Database
 
 from exporter.kit.backup import BackupError, MissingTool, backup_database
 

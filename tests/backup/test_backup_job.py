@@ -18,7 +18,7 @@ from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES, EVEN
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from backup_helpers import backup_rows, ours, run_backup_job, wait_for
-from conftest import MARIADB_ADMIN_URL, Database
+from support import MARIADB_ADMIN_URL, Database
 
 import exporter
 from exporter.kit import backup as kit_backup

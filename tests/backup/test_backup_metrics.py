@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Database
 from prometheus_client import generate_latest
 from stores import write_jobs
+from support import Database
 
 from exporter.config import load_config
 from exporter.kit import backup as kit

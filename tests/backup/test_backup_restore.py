@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 from backup_helpers import busy_database, read_restored, restore, wait_for
-from conftest import Database
+from support import Database
 
 from exporter.kit.backup import (
     EXTENSIONS,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import Database
+from support import Database
 
 from exporter.kit.backup import (
     STALE_TEMP_AFTER,

@@ -17,9 +17,9 @@ from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from conftest import Database, PrivatePostgres
 from proxy import PartitionableProxy
 from stores import SEED_JOBS, write_jobs
+from support import Database, PrivatePostgres
 
 from exporter.config import load_config
 from exporter.poller import StorePoller
