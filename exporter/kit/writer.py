@@ -206,6 +206,11 @@ STATEMENT_ROWS = 100
 that holds the GIL (~2 ms per 100 rows); longer stretches than Python's 5 ms switch interval
 would make the scheduler's event loop wait for the GIL. A batch's transaction spans several."""
 
+STATEMENT_PAUSE = 0.0005
+"""Seconds the writer sleeps between the statements of a batch. Its I/O waits release the GIL
+only for microseconds, too briefly for a waiting thread (the event loop) to take it, which then
+waits for the 5 ms switch interval; a real pause hands the GIL over."""
+
 
 INACTIVE_RECHECK = 5.0
 """Seconds after which a task that was not active (its scheduler not running) is checked again."""
@@ -480,7 +485,11 @@ class HistoryWriter:
         return True
 
     def _drain(self) -> bool:
+        first = True
         while True:
+            if not first:
+                time.sleep(STATEMENT_PAUSE)  # between batches of a backlog: hand over the GIL
+            first = False
             with self._lock:
                 if self._inflight is None:
                     if not self._pending:
@@ -538,11 +547,16 @@ class HistoryWriter:
             for kind, run_id, row, _ in batch
             if kind == _UPDATE
         ]
+        chunks = [
+            (statement, rows[start : start + STATEMENT_ROWS])
+            for statement, rows in ((self._insert, inserts), (self._update, updates))
+            for start in range(0, len(rows), STATEMENT_ROWS)
+        ]
         with self.engine.begin() as conn:
-            for start in range(0, len(inserts), STATEMENT_ROWS):
-                self._execute(conn, self._insert, inserts[start : start + STATEMENT_ROWS])
-            for start in range(0, len(updates), STATEMENT_ROWS):
-                self._execute(conn, self._update, updates[start : start + STATEMENT_ROWS])
+            for index, (statement, chunk) in enumerate(chunks):
+                if index:
+                    time.sleep(STATEMENT_PAUSE)
+                self._execute(conn, statement, chunk)
 
     def _execute(self, conn: sa.Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
         conn.execute(statement, rows)
