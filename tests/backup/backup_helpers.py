@@ -270,6 +270,17 @@ def run_backup_job(
     )
     scheduler.start()
     try:
+        # The recorder creates its tables on its own thread; a dump that races that DDL fails
+        # ("table definition has changed"), which is not what these tests are about.
+        inspector_engine = sa.create_engine(db.url)
+        wait_for(
+            lambda: all(
+                sa.inspect(inspector_engine).has_table(name)
+                for name in ("job_execution", "scheduler_heartbeat")
+            ),
+            what="the recorder's tables",
+        )
+        inspector_engine.dispose()
         for n in range(triggers):
             scheduler.modify_job("database_backup", next_run_time=datetime.now(UTC))
             if n + 1 < triggers:
