@@ -4,9 +4,10 @@ It does what an Aegis-style app's scheduler container does. ``exporter.create_sc
 persists the jobs in the database, records every run in ``job_execution`` and writes heartbeats
 to ``scheduler_heartbeat``; every start re-registers the jobs from code with
 ``replace_existing=True``. The jobs are those of ``jobstore-exporter demo`` (``exporter.demo``):
-``database_backup`` daily at 02:00 UTC, ``cleanup_temp`` every 6 hours, ``report_gen`` weekly on
-Monday at 09:00 UTC and ``sync_inventory`` every 20 s, failing about one run in five. Unlike the
-demo's backup, the one here also backs up PostgreSQL (with ``pg_dump``).
+the kit's ``database_backup`` daily at 02:00 UTC (SQLite's backup API, or ``pg_dump`` for
+PostgreSQL), ``cleanup_temp`` every 6 hours, ``report_gen`` weekly on Monday at 09:00 UTC and
+``sync_inventory`` every 20 s, failing about one run in five. Unlike the demo, it runs on any
+database the kit backs up, as a process of its own, with settings that make things fail.
 
 Run it beside ``jobstore-exporter serve`` (see docs/getting-started.md)::
 
@@ -37,71 +38,23 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from exporter import create_scheduler
-from exporter.demo import cleanup_temp, database_backup, report_gen, sync_inventory
+from exporter.demo import cleanup_temp, report_gen, sync_inventory
 from exporter.kit.writer import normalize_url
 
 log = logging.getLogger("demo_scheduler")
 
-# The database the backup job copies. Set by main(); a job's arguments are pickled into the job
-# store, so the engine (and the password in its URL) must not be one of them.
-_engine: sa.Engine | None = None
-
-
-def backup_database(backup_dir: str, keep: int = 7) -> str:
-    """Back up the scheduler's database into ``backup_dir``, keeping the newest ``keep`` files.
-
-    SQLite is copied with its online backup API (``exporter.demo.database_backup``), PostgreSQL
-    with ``pg_dump --format=custom`` into ``<database>_<UTC stamp>.dump``, written under a
-    temporary name first so that a failed dump never looks like a backup.
-    """
-    engine = _engine
-    if engine is None:
-        raise RuntimeError("no database configured for the backup")
-    url = engine.url
-    if url.get_backend_name() == "sqlite":
-        assert url.database is not None
-        return database_backup(url.database, backup_dir, keep)
-    if url.get_backend_name() != "postgresql":
-        raise RuntimeError(f"the demo backs up SQLite and PostgreSQL, not {url.get_backend_name()}")
-    target_dir = Path(backup_dir)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = target_dir / f"{url.database}_{stamp}.dump"
-    partial = target_dir / f".{target.name}.partial"
-    command = ["pg_dump", "--format=custom", "--no-password", f"--file={partial}"]
-    command += [f"--host={url.host}"] if url.host else []
-    command += [f"--port={url.port}"] if url.port else []
-    command += [f"--username={url.username}"] if url.username else []
-    # The password goes through the environment, never the command line.
-    env = {**os.environ, "PGPASSWORD": url.password} if url.password else None
-    try:
-        subprocess.run(
-            [*command, str(url.database)], env=env, check=True, capture_output=True, text=True
-        )
-        partial.replace(target)
-    except FileNotFoundError:
-        raise RuntimeError("pg_dump not found: install postgresql-client") from None
-    except subprocess.CalledProcessError as exc:
-        lines = exc.stderr.strip().splitlines() or [f"exit code {exc.returncode}"]
-        raise RuntimeError(f"pg_dump failed: {lines[-1]}") from None
-    finally:
-        partial.unlink(missing_ok=True)
-    for old in sorted(target_dir.glob(f"{url.database}_*.dump"))[:-keep]:
-        old.unlink()
-    return str(target)
+BACKUP_JOB_ID = "database_backup"
 
 
 def build_scheduler(
@@ -111,25 +64,23 @@ def build_scheduler(
     backup_every: float,
     failure_rate: float,
     work_dir: Path,
+    password_file: str | None = None,
 ) -> AsyncIOScheduler:
-    """The seed's jobs on ``engine``, re-registered from code as at every start of the app."""
-    scheduler = create_scheduler(engine, timezone="UTC")
+    """The seed's jobs on ``engine``, re-registered from code as at every start of the app.
+
+    The backup is the kit's (``create_scheduler(backup=...)``): a verified copy named
+    ``<db>_<UTC stamp>.<ext>``, rotated, daily at 02:00 UTC; ``backup_every`` seconds > 0 only
+    changes its trigger.
+    """
+    backup: dict[str, Any] = {"backup_dir": str(backup_dir)}
+    if password_file:
+        backup["password_file"] = password_file  # read at each run, never stored in the job
+    scheduler = create_scheduler(engine, timezone="UTC", backup=backup)
     if backup_every > 0:
-        backup_trigger: BaseTrigger = IntervalTrigger(seconds=backup_every, timezone="UTC")
-        backup_name = "Database Backup"
-    else:
-        backup_trigger = CronTrigger(hour=2, minute=0, timezone="UTC")
-        backup_name = "Daily Database Backup"
-    scheduler.add_job(
-        backup_database,
-        trigger=backup_trigger,
-        kwargs={"backup_dir": str(backup_dir)},
-        id="database_backup",
-        name=backup_name,
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
-    )
+        scheduler.modify_job(BACKUP_JOB_ID, name="Database Backup")
+        scheduler.reschedule_job(
+            BACKUP_JOB_ID, trigger=IntervalTrigger(seconds=backup_every, timezone="UTC")
+        )
     scheduler.add_job(
         cleanup_temp,
         trigger=IntervalTrigger(hours=6, timezone="UTC"),
@@ -203,16 +154,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    global _engine
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    _engine = database_engine(args.database_url, args.database_password_file)
     scheduler = build_scheduler(
-        _engine,
+        database_engine(args.database_url, args.database_password_file),
         backup_dir=args.backup_dir,
         backup_every=args.backup_every,
         failure_rate=args.failure_rate,
         work_dir=args.work_dir,
+        password_file=args.database_password_file,
     )
     asyncio.run(run(scheduler))
 
