@@ -78,10 +78,10 @@ def serve(
     statement_timeout: StatementTimeout = None,
     log_level: LogLevel = None,
     listen_address: Annotated[
-        str | None, typer.Option("--listen-address", help="HOST:PORT [default: 0.0.0.0:9814].")
+        str | None, typer.Option("--listen-address", help="HOST:PORT (default 0.0.0.0:9814).")
     ] = None,
     poll_interval: Annotated[
-        float | None, typer.Option("--poll-interval", help="Seconds between polls [default: 15].")
+        float | None, typer.Option("--poll-interval", help="Seconds between polls (default 15).")
     ] = None,
     web_config_file: Annotated[
         Path | None,
@@ -99,7 +99,7 @@ def serve(
         typer.Option("--exclude-job", help="Regex of job ids not to export (repeatable)."),
     ] = None,
     max_jobs: Annotated[
-        int | None, typer.Option("--max-jobs", help="Per-job series cap [default: 20000].")
+        int | None, typer.Option("--max-jobs", help="Per-job series cap (default 20000).")
     ] = None,
 ) -> None:
     """Run the sidecar: poll the job store and serve /metrics."""

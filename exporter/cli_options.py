@@ -36,22 +36,22 @@ Jobstore = Annotated[
     str | None,
     typer.Option(
         "--jobstore",
-        help="Store name: the `jobstore` label [default: default]; with a config file listing "
+        help="Store name: the `jobstore` label (default default); with a config file listing "
         "several stores, the one to use.",
     ),
 ]
 JobsTable = Annotated[
-    str | None, typer.Option("--jobs-table", help="Job table [default: apscheduler_jobs].")
+    str | None, typer.Option("--jobs-table", help="Job table (default apscheduler_jobs).")
 ]
 HistoryTable = Annotated[
-    str | None, typer.Option("--history-table", help="History table [default: job_execution].")
+    str | None, typer.Option("--history-table", help="History table (default job_execution).")
 ]
 Schema = Annotated[str | None, typer.Option("--schema", help="Schema holding the tables.")]
 BackupJobId = Annotated[
-    str | None, typer.Option("--backup-job-id", help="Backup job id [default: database_backup].")
+    str | None, typer.Option("--backup-job-id", help="Backup job id (default database_backup).")
 ]
 StatementTimeout = Annotated[
-    float | None, typer.Option("--statement-timeout", help="Seconds per query [default: 10].")
+    float | None, typer.Option("--statement-timeout", help="Seconds per query (default 10).")
 ]
 LogLevel = Annotated[str | None, typer.Option("--log-level", help="debug|info|warning|error.")]
 

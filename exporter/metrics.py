@@ -49,12 +49,16 @@ class SnapshotCollector(Collector):
         heartbeat_timeout: float = 30.0,
         backup_job_ids: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        part: str = "all",
     ) -> None:
+        """``part``: "static" (what only a new poll changes), "clock" (what the scrape time
+        changes: next-run deltas, heartbeat freshness), or "all"."""
         self.snapshots = snapshots
         self.default_grace = default_grace
         self.heartbeat_timeout = heartbeat_timeout
         self.backup_job_ids = dict(backup_job_ids or {})
         self.clock = clock
+        self.part = part
         self._build_labels = [
             __version__,
             platform.python_version(),
@@ -65,11 +69,15 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snapshots = list(self.snapshots())
         now = self.clock()
-        yield from self._jobstore(snapshots, now)
-        yield from self._history(snapshots)
-        yield from self._backups(snapshots)
-        yield from self._heartbeats(snapshots, now)
-        yield from self._self_metrics(snapshots)
+        if self.part in ("all", "static"):
+            yield from self._jobstore(snapshots, now)
+            yield from self._history(snapshots)
+            yield from self._backups(snapshots)
+            yield from self._heartbeats(snapshots)
+            yield from self._self_metrics(snapshots)
+        if self.part in ("all", "clock"):
+            yield from self._deltas(snapshots, now)
+            yield from self._liveness(snapshots, now)
 
     def _jobstore(self, snapshots: list[StoreSnapshot], now: float) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -89,11 +97,6 @@ class SnapshotCollector(Collector):
         next_run = GaugeMetricFamily(
             "apscheduler_job_next_run_timestamp_seconds",
             "Next fire time (Unix seconds); absent when paused",
-            labels=PER_JOB,
-        )
-        delta = GaugeMetricFamily(
-            "apscheduler_job_next_run_delta_seconds",
-            "Next fire time minus now at scrape time; negative when overdue",
             labels=PER_JOB,
         )
         grace = GaugeMetricFamily(
@@ -122,10 +125,23 @@ class SnapshotCollector(Collector):
                 paused.add_metric(labels, 1.0 if job.paused else 0.0)
                 if job.next_run_time is not None:
                     next_run.add_metric(labels, job.next_run_time)
-                    delta.add_metric(labels, job.next_run_time - now)
                 if job.misfire_grace_time is not None:
                     grace.add_metric(labels, job.misfire_grace_time)
-        yield from (up, jobs, info, paused, next_run, delta, grace, overdue)
+        yield from (up, jobs, info, paused, next_run, grace, overdue)
+
+    def _deltas(self, snapshots: list[StoreSnapshot], now: float) -> Iterator[Metric]:
+        delta = GaugeMetricFamily(
+            "apscheduler_job_next_run_delta_seconds",
+            "Next fire time minus now at scrape time; negative when overdue",
+            labels=PER_JOB,
+        )
+        for snap in snapshots:
+            if not snap.ever_succeeded:
+                continue
+            for job in snap.series_jobs:
+                if job.next_run_time is not None:
+                    delta.add_metric([snap.jobstore, job.id], job.next_run_time - now)
+        yield delta
 
     def _history(self, snapshots: list[StoreSnapshot]) -> Iterator[Metric]:
         """Per-job run metrics, for jobs in the store only (a deleted job leaves every series)."""
@@ -169,11 +185,14 @@ class SnapshotCollector(Collector):
                 continue
             by_job = {item.job_id: item for item in snap.history}
             for job in snap.series_jobs:
-                stats = by_job.get(job.id) or _NO_RUNS
+                stats = by_job.get(job.id)
+                if stats is None:
+                    continue  # never ran (no history row): no run series, only job store ones
                 labels = [store, job.id]
                 for status in FINISHED:
                     runs.add_metric([store, job.id, status], stats.runs.get(status, 0))
-                duration.add_metric(labels, _cumulative(stats), stats.duration_sum)
+                if stats.duration_count:
+                    duration.add_metric(labels, _cumulative(stats), stats.duration_sum)
                 _add(gauges["last_run_success"], labels, stats.last_run_success)
                 _add(gauges["last_run_duration_seconds"], labels, stats.last_run_duration)
                 _add(gauges["last_success_timestamp_seconds"], labels, stats.last_success)
@@ -221,12 +240,18 @@ class SnapshotCollector(Collector):
             _add(families["last_duration_seconds"], labels, stats.last_run_duration)
         yield from families.values()
 
-    def _heartbeats(self, snapshots: list[StoreSnapshot], now: float) -> Iterator[Metric]:
+    def _heartbeats(self, snapshots: list[StoreSnapshot]) -> Iterator[Metric]:
         last = GaugeMetricFamily(
             "apscheduler_scheduler_last_heartbeat_timestamp_seconds",
             "Last heartbeat of one scheduler process",
             labels=["jobstore", "scheduler"],
         )
+        for snap in snapshots:
+            for beat in snap.heartbeats:
+                last.add_metric([snap.jobstore, beat.scheduler], beat.last_seen)
+        yield last
+
+    def _liveness(self, snapshots: list[StoreSnapshot], now: float) -> Iterator[Metric]:
         running = GaugeMetricFamily(
             "apscheduler_scheduler_running",
             "1 if the scheduler reports running and its heartbeat is fresh",
@@ -234,11 +259,12 @@ class SnapshotCollector(Collector):
         )
         for snap in snapshots:
             for beat in snap.heartbeats:
-                labels = [snap.jobstore, beat.scheduler]
-                last.add_metric(labels, beat.last_seen)
                 fresh = now - beat.last_seen <= self.heartbeat_timeout
-                running.add_metric(labels, 1.0 if beat.state == "running" and fresh else 0.0)
-        yield from (last, running)
+                running.add_metric(
+                    [snap.jobstore, beat.scheduler],
+                    1.0 if beat.state == "running" and fresh else 0.0,
+                )
+        yield running
 
     def _self_metrics(self, snapshots: list[StoreSnapshot]) -> Iterator[Metric]:
         build = GaugeMetricFamily(
@@ -295,15 +321,6 @@ class SnapshotCollector(Collector):
         yield from (build, duration, last_ok, errors, undecodable, excluded, invalid)
 
 
-_NO_RUNS = JobRuns(
-    job_id="",
-    runs={},
-    bucket_counts=(0,) * (len(BUCKETS) + 1),
-    duration_sum=0.0,
-    duration_count=0,
-)
-
-
 def _cumulative(stats: JobRuns) -> list[tuple[str, float]]:
     """Per-bucket counts to the cumulative ``le`` buckets Prometheus expects."""
     total = 0
@@ -319,9 +336,21 @@ def _add(family: GaugeMetricFamily, labels: list[str], value: float | bool | Non
         family.add_metric(labels, float(value))
 
 
+def build_registries(
+    make: Callable[[str], SnapshotCollector],
+) -> tuple[CollectorRegistry, CollectorRegistry]:
+    """The static registry (our families that only a poll changes) and the clock registry
+    (families the scrape time changes, plus the standard ``process_*`` metrics)."""
+    static = CollectorRegistry(auto_describe=False)
+    static.register(make("static"))
+    clock = CollectorRegistry(auto_describe=False)
+    clock.register(make("clock"))
+    ProcessCollector(registry=clock)
+    return static, clock
+
+
 def build_registry(collector: SnapshotCollector) -> CollectorRegistry:
-    """Our collector plus the standard ``process_*`` metrics (memory, CPU, open files)."""
+    """One registry with everything ``collector`` yields: a whole body in one render."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    ProcessCollector(registry=registry)
     return registry

@@ -1,11 +1,16 @@
-"""Rendered ``/metrics`` bodies, shared by every scrape of the same moment.
+"""Rendered ``/metrics`` bodies, shared by every scrape.
 
-Rendering 10k jobs takes tens of milliseconds of Python; serving bytes takes microseconds. A body
-is rendered once per format (text or OpenMetrics) and gzipped once, then served to every scrape
-until the snapshots change or ``max_age`` passes. ``max_age`` (default 1 s) bounds how stale the
-scrape-time ``*_next_run_delta_seconds`` can be, so several Prometheus servers scraping together,
-or a load test, cost one render per second at most. Concurrent scrapes of an expired body wait for
-one render instead of starting their own.
+Rendering 10k jobs takes a second of Python; serving bytes takes microseconds. So the body is
+built from two parts:
+
+* the **static part** (everything a new poll changes): rendered once per snapshot version and
+  format (text or OpenMetrics), gzipped once, and kept until the next poll;
+* the **clock part** (what the scrape time changes: ``*_next_run_delta_seconds``, heartbeat
+  freshness, process metrics): rendered again after a poll or after ``max_age`` (1 s).
+
+A gzip stream may consist of several members (RFC 1952), and Prometheus' reader takes them in
+sequence, so the gzipped body is the cached static member followed by a small clock member.
+Concurrent scrapes of an expired part wait for one render instead of starting their own.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 GZIP_LEVEL = 5
+EOF_LINE = b"# EOF\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,41 +35,76 @@ class Body:
     gzipped: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    key: Hashable
+    made: float
+    plain: bytes
+    gzipped: bytes
+
+
 class BodyCache:
     def __init__(
         self,
-        registry: CollectorRegistry,
+        static: CollectorRegistry,
+        clock_part: CollectorRegistry,
         version: Callable[[], Hashable],
         *,
         max_age: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``version()`` changes whenever the snapshots do (e.g. a tuple of their ids)."""
-        self.registry = registry
+        """``version()`` changes whenever the snapshots do (e.g. their poll times)."""
+        self.static = static
+        self.clock_part = clock_part
         self.version = version
         self.max_age = max_age
         self.clock = clock
-        self._bodies: dict[str, tuple[Hashable, float, Body]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._parts: dict[tuple[str, str], _Part] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def get(self, accept: str) -> Body:
         encoder, content_type = choose_encoder(accept)
-        key = content_type
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            cached = self._bodies.get(key)
-            version = self.version()
-            fresh = cached is not None and self.clock() - cached[1] < self.max_age
-            if cached is not None and fresh and cached[0] == version:
-                return cached[2]
-            started = self.clock()
-            body = await asyncio.to_thread(_render, encoder, self.registry, content_type)
-            self._bodies[key] = (version, started, body)
-            return body
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        version = self.version()
+        static = await self._part(
+            ("static", content_type),
+            lambda part: part.key == version,
+            lambda: _render(encoder, self.static, strip_eof=openmetrics),
+            version,
+        )
+        now = self.clock()
+        dynamic = await self._part(
+            ("clock", content_type),
+            lambda part: part.key == version and now - part.made < self.max_age,
+            lambda: _render(encoder, self.clock_part, strip_eof=False),
+            version,
+        )
+        return Body(content_type, static.plain + dynamic.plain, static.gzipped + dynamic.gzipped)
+
+    async def _part(
+        self,
+        name: tuple[str, str],
+        fresh: Callable[[_Part], bool],
+        render: Callable[[], tuple[bytes, bytes]],
+        key: Hashable,
+    ) -> _Part:
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            part = self._parts.get(name)
+            if part is not None and fresh(part):
+                return part
+            made = self.clock()
+            plain, gzipped = await asyncio.to_thread(render)
+            part = _Part(key, made, plain, gzipped)
+            self._parts[name] = part
+            return part
 
 
 def _render(
-    encoder: Callable[[CollectorRegistry], bytes], registry: CollectorRegistry, content_type: str
-) -> Body:
+    encoder: Callable[[CollectorRegistry], bytes], registry: CollectorRegistry, *, strip_eof: bool
+) -> tuple[bytes, bytes]:
+    """Encode and gzip one part; the static OpenMetrics part loses its ``# EOF`` (the clock
+    part, rendered after it, ends the body)."""
     plain = encoder(registry)
-    return Body(content_type, plain, gzip.compress(plain, GZIP_LEVEL, mtime=0))
+    if strip_eof and plain.endswith(EOF_LINE):
+        plain = plain[: -len(EOF_LINE)]
+    return plain, gzip.compress(plain, GZIP_LEVEL, mtime=0)

@@ -17,7 +17,7 @@ restricted decoder and may be older or newer 3.x versions than the one installed
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, timezone, tzinfo
 from typing import Any
 
 from exporter.cron_words import clock, cron_text
@@ -133,12 +133,13 @@ def _bounded(trigger: Any, end: datetime) -> Any:
 def _cron_latest(trigger: Any, now: datetime) -> datetime | None:
     """The latest fire at or before ``now`` of the scheduler's own sequence of fire times.
 
-    A running scheduler steps from fire to fire with ``get_next_fire_time(previous, ...)``,
-    and in APScheduler 3.11 that step can skip a fire just after a DST change (a cron on day 1
-    at 00:00 in Europe/Berlin steps from 1 March to 1 May), while a search from a later point
-    does see it. The search finds the latest fire and the one before it; stepping on from
-    the earlier one as the scheduler does drops a fire the scheduler would skip. (Skipped
-    fires are isolated, and the sequences meet again one step later.)
+    A running scheduler steps from fire to fire with ``get_next_fire_time(previous, ...)``.
+    In APScheduler 3.11 the step that crosses a DST change adds wall-clock time in UTC, lands
+    late by the change and skips the fires in between (a cron on day 1 at 00:00 in
+    Europe/Berlin steps from 1 March to 1 May; every 5 minutes on weekdays skips Monday 00:00
+    to 00:55), while a search from after the change does see them. So the search gives the
+    latest fire and the one before it, and the answer is stepped to from the earlier one as
+    the scheduler does; if both follow the zone's last change, from the last fire before it.
     """
     found = _cron_search(trigger, now)
     if found is None:
@@ -146,13 +147,52 @@ def _cron_latest(trigger: Any, now: datetime) -> datetime | None:
     current = _cron_search(trigger, found - timedelta(microseconds=1))
     if current is None:
         return found
+    change = _last_offset_change(trigger.timezone, found)
+    if change is not None and current >= change:
+        before = _cron_search(trigger, change - timedelta(microseconds=1))
+        landing = None if before is None else _step(trigger, before)
+        if before is not None and (landing is None or landing > found):
+            current = before
     for _ in range(_STEPS):
-        local = current.astimezone(trigger.timezone)  # as the scheduler holds it (PEP 495)
-        following = trigger.get_next_fire_time(local, local)
-        if following is None or following.astimezone(UTC) > now:
+        following = _step(trigger, current)
+        if following is None or following > now:
             break
-        current = following.astimezone(UTC)
+        current = following
     return current
+
+
+def _step(trigger: Any, fire: datetime) -> datetime | None:
+    """The scheduler's next fire after ``fire``, which it holds in the trigger's zone.
+
+    (Given in UTC, a fire in the repeated hour of the fall-back night comes back unchanged:
+    across zones, PEP 495 makes a datetime in the fold unequal to every other.)
+    """
+    local = fire.astimezone(trigger.timezone)
+    following = trigger.get_next_fire_time(local, local)
+    return None if following is None else following.astimezone(UTC)
+
+
+def _last_offset_change(zone: tzinfo, moment: datetime) -> datetime | None:
+    """The last change of the zone's UTC offset at or before ``moment``, within a year.
+
+    Weekly probes back (no zone changes twice in a week), then bisection to the second.
+    """
+    if isinstance(zone, timezone):
+        return None
+    offset = moment.astimezone(zone).utcoffset()
+    later = int(moment.timestamp())
+    for _ in range(54):
+        earlier = later - 7 * 86400
+        if datetime.fromtimestamp(earlier, zone).utcoffset() != offset:
+            while later - earlier > 1:
+                middle = (earlier + later) // 2
+                if datetime.fromtimestamp(middle, zone).utcoffset() == offset:
+                    later = middle
+                else:
+                    earlier = middle
+            return datetime.fromtimestamp(later, UTC)
+        later = earlier
+    return None
 
 
 def _cron_search(trigger: Any, now: datetime) -> datetime | None:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from exporter.config import Config, ConfigError
 from exporter.logs import add_secrets
-from exporter.metrics import SnapshotCollector, build_registry
+from exporter.metrics import SnapshotCollector, build_registries
 from exporter.poller import StorePoller, make_pollers
 from exporter.render import BodyCache
 from exporter.snapshot import StoreSnapshot
@@ -51,16 +51,19 @@ class Sidecar:
 
     def _build_renderers(self) -> None:
         settings = self.config.settings
-        collector = SnapshotCollector(
-            self.snapshots,
-            default_grace=settings.overdue_grace,
-            heartbeat_timeout=settings.heartbeat_timeout,
-            backup_job_ids={store.name: store.backup_job_id for store in self.config.stores},
-        )
+
+        def collector(part: str) -> SnapshotCollector:
+            return SnapshotCollector(
+                self.snapshots,
+                default_grace=settings.overdue_grace,
+                heartbeat_timeout=settings.heartbeat_timeout,
+                backup_job_ids={store.name: store.backup_job_id for store in self.config.stores},
+                part=part,
+            )
+
         pollers = self.pollers
-        self.bodies = BodyCache(
-            build_registry(collector), lambda: tuple(p.snapshot.taken_at for p in pollers)
-        )
+        static, clock = build_registries(collector)
+        self.bodies = BodyCache(static, clock, lambda: tuple(p.snapshot.taken_at for p in pollers))
 
     def start(self) -> None:
         settings = self.config.settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,13 @@ def test_version_flag() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.strip() == f"jobstore-exporter {__version__}"
+
+
+def test_help_shows_the_defaults() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--help"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert proc.returncode == 0
+    assert "Seconds between polls (default 15)." in proc.stdout
+    assert "HOST:PORT (default 0.0.0.0:9814)." in proc.stdout

@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -101,7 +100,9 @@ def test_metrics_equal_what_the_scheduler_did(any_db: Database) -> None:
     )
     assert value(final, "apscheduler_job_last_run_success", job_id="quick") == 1
     slow = value(final, "apscheduler_job_last_run_duration_seconds", job_id="slow")
-    assert slow == pytest.approx(0.5, abs=0.02)
+    # The run's real length: at least the sleep, and no queueing time (a busy machine can
+    # oversleep a little; the recorder's own 20 ms accuracy is checked in tests/kit).
+    assert slow is not None and 0.5 <= slow < 0.6
     count = value(final, "apscheduler_job_run_duration_seconds_count", job_id="slow")
     assert count == observed[("slow", "success")]
     # While it ran: a live heartbeat; after shutdown: the scheduler reports stopped.

@@ -52,11 +52,11 @@ def test_history_series_per_job(setup: tuple[History, StorePoller]) -> None:
     assert get(samples, "apscheduler_history_up") == 1
     assert get(samples, "apscheduler_job_runs_total", job_id="cleanup_temp", status="failed") == 1
     assert get(samples, "apscheduler_job_runs_total", job_id="cleanup_temp", status="missed") == 0
-    assert (
-        get(samples, "apscheduler_job_runs_total", job_id="database_backup", status="success") == 0
-    )
+    # A job that never ran has no run series at all (cardinality: most jobs of a big store).
+    never = get(samples, "apscheduler_job_runs_total", job_id="database_backup", status="success")
+    assert never is None
     bucket = get(samples, "apscheduler_job_run_duration_seconds_bucket", job_id="cleanup_temp",
-                 le="0.25")  # fmt: skip
+                 le="0.5")  # fmt: skip
     assert bucket == 1
     inf = get(samples, "apscheduler_job_run_duration_seconds_bucket", job_id="cleanup_temp",
               le="+Inf")  # fmt: skip

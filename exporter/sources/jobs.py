@@ -48,6 +48,7 @@ class _Cached:
     state: bytes
     view: JobView
     trigger: Any = None
+    trigger_key: str = ""
     previous_until: float = -math.inf
 
 
@@ -67,6 +68,9 @@ class JobStoreSource:
         )
         self._query = sa.select(self.table.c.id, self.table.c.next_run_time, self.table.c.job_state)
         self._cache: dict[str, _Cached] = {}
+        # Fire times by trigger: stores hold many jobs with the same schedule, and cron
+        # arithmetic is the dearest part of a cold poll.
+        self._fire_times: dict[str, tuple[float | None, float]] = {}
 
     def read(self, connection: sa.Connection, now: float | None = None) -> JobsRead:
         """Run the SELECT, decode what changed, and describe every job."""
@@ -75,6 +79,8 @@ class JobStoreSource:
         cache: dict[str, _Cached] = {}
         jobs: list[JobView] = []
         undecodable = 0
+        budget_ends = time.monotonic() + FIRE_TIME_BUDGET
+        fire_times: dict[str, tuple[float | None, float]] = {}
         for job_id, next_run_time, state in rows:
             job_id = str(job_id)
             entry = self._entry(job_id, bytes(state or b""))
@@ -84,13 +90,23 @@ class JobStoreSource:
             next_run = _as_float(next_run_time)
             previous = entry.view.previous_fire_time
             if entry.trigger is not None and now >= entry.previous_until:
-                previous, entry.previous_until = _previous_fire(entry.trigger, now)
+                key = entry.trigger_key
+                known = fire_times.get(key) or self._fire_times.get(key)
+                if known is not None and now < known[1]:
+                    previous, entry.previous_until = known
+                elif time.monotonic() < budget_ends:
+                    previous, entry.previous_until = _previous_fire(entry.trigger, now)
+                    fire_times[key] = (previous, entry.previous_until)
+                # else: over budget; this job's expected run waits for a later poll
+            if entry.trigger is not None and entry.previous_until > now:
+                fire_times.setdefault(entry.trigger_key, (previous, entry.previous_until))
             if next_run != entry.view.next_run_time or previous != entry.view.previous_fire_time:
                 entry.view = replace(
                     entry.view, next_run_time=next_run, previous_fire_time=previous
                 )
             jobs.append(entry.view)
         self._cache = cache  # rows that vanished are forgotten with the old dict
+        self._fire_times = fire_times
         jobs.sort(key=lambda job: job.id)
         return JobsRead(tuple(jobs), undecodable)
 
@@ -120,7 +136,19 @@ class JobStoreSource:
             schedule=describe(job.trigger),
             misfire_grace_time=job.misfire_grace_time,
         )
-        return _Cached(state, view, job.trigger)
+        return _Cached(state, view, job.trigger, _trigger_key(job.trigger))
+
+
+FIRE_TIME_BUDGET = 2.0
+"""Seconds a poll may spend on fire-time arithmetic; the rest carries over to the next poll."""
+
+
+def _trigger_key(trigger: Any) -> str:
+    """Equal for triggers that fire at the same times: repr names the fields, zone and dates."""
+    try:
+        return f"{type(trigger).__qualname__}:{trigger!r}"
+    except Exception:  # noqa: BLE001 - a decoded trigger with odd state: do not share its times
+        return f"unique:{id(trigger)}"
 
 
 def _previous_fire(trigger: Any, now: float) -> tuple[float | None, float]:
