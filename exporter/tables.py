@@ -12,12 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 JOB_STATUSES = ("running", "success", "failed", "missed", "skipped")
 """`skipped` is ours: a run dropped because max_instances was reached."""
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# MySQL and MariaDB keep whole seconds in a plain DATETIME; runs need microseconds.
+_TIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def history_table(
@@ -30,10 +33,10 @@ def history_table(
         sa.Column("id", _ID, primary_key=True, autoincrement=True),
         sa.Column("job_id", sa.String(191), nullable=False),
         sa.Column("job_name", sa.String(255)),
-        sa.Column("scheduled_run_time", sa.DateTime()),
-        sa.Column("started_at", sa.DateTime()),
-        sa.Column("finished_at", sa.DateTime()),
-        sa.Column("duration_ms", sa.Float()),
+        sa.Column("scheduled_run_time", _TIME),
+        sa.Column("started_at", _TIME),
+        sa.Column("finished_at", _TIME),
+        sa.Column("duration_ms", sa.Float(53)),  # DOUBLE on MySQL, whose FLOAT is single
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("error_message", sa.Text()),
         sa.Column("traceback", sa.Text()),
@@ -63,8 +66,8 @@ def heartbeat_table(
         sa.Column("host", sa.String(255)),
         sa.Column("pid", sa.Integer()),
         sa.Column("state", sa.String(16), nullable=False),  # running | paused | stopped
-        sa.Column("started_at", sa.DateTime()),
-        sa.Column("last_seen", sa.DateTime(), nullable=False),
+        sa.Column("started_at", _TIME),
+        sa.Column("last_seen", _TIME, nullable=False),
         sa.Column("version", sa.String(64)),
         schema=schema,
     )

@@ -260,3 +260,12 @@ def test_a_jump_in_the_id_sequence(history: History) -> None:
     assert stats.runs["failed"] == 1 and stats.runs["success"] == 2
     history.insert("job", "success", 30, 31, id=base + 250_002)  # the sequence carries on
     assert history.poll()["job"].runs["success"] == 3
+
+
+def test_sub_second_times_survive_every_backend(history: History) -> None:
+    """MySQL and MariaDB keep whole seconds in a plain DATETIME; our layout keeps microseconds."""
+    history.poll()
+    history.insert("job", "success", 0.25, 0.75)
+    stats = history.poll()["job"]
+    assert stats.last_success == pytest.approx(ts(0.75), abs=1e-6)
+    assert stats.last_run_duration == pytest.approx(0.5, abs=1e-6)
