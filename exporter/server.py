@@ -224,12 +224,17 @@ async def serve(
                 log.warning("basic auth without TLS: passwords cross the network in clear text")
         if loader is not None:
             loop.add_signal_handler(signal.SIGHUP, lambda: _reload_in_background(sidecar))
+        # SIGTERM (docker stop, the kubelet) ends the process cleanly, as Ctrl-C does.
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
         if ready is not None:
             ready.set()
-        await asyncio.Event().wait()
+        await stop.wait()
+        log.info("stopping on SIGTERM")
     finally:
-        with contextlib.suppress(Exception):
-            loop.remove_signal_handler(signal.SIGHUP)
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)
         await runner.cleanup()
 
 

@@ -129,3 +129,20 @@ def test_password_never_leaks_while_the_database_is_down(tmp_path) -> None:  # t
     assert password not in output
     assert "app:***@127.0.0.1" in output
     assert "Traceback" not in output
+
+
+def test_sigterm_stops_serve_cleanly(sqlite_db: Database) -> None:
+    write_jobs(sqlite_db.url)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "serve", "--db-url", sqlite_db.url,
+         "--listen-address", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while "serving metrics" not in (line := proc.stdout.readline() if proc.stdout else ""):
+        assert line or proc.poll() is None, "serve exited early"
+        assert time.monotonic() < deadline
+    proc.terminate()  # SIGTERM, as docker stop and the kubelet send
+    assert proc.wait(timeout=15) == 0
+    assert "stopping on SIGTERM" in (proc.stdout.read() if proc.stdout else "")
