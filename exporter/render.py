@@ -16,6 +16,8 @@ Concurrent scrapes of an expired part wait for one render instead of starting th
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gzip
 import time
 from collections.abc import Callable, Hashable
@@ -96,7 +98,28 @@ class BodyCache:
             plain, gzipped = await asyncio.to_thread(render)
             part = _Part(key, made, plain, gzipped)
             self._parts[name] = part
+            if name[0] == "static":
+                _release_freed_memory()
             return part
+
+
+def _release_freed_memory() -> None:
+    """Give the heap freed by a large render back to the system (glibc keeps it otherwise, and
+    the process' resident size would stay at its highest peak)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+        return trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
 
 
 def _render(

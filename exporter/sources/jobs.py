@@ -47,8 +47,7 @@ class _Cached:
 
     state: bytes
     view: JobView
-    trigger: Any = None
-    trigger_key: str = ""
+    trigger_key: str | None = None  # None: no trigger to compute fire times from
     previous_until: float = -math.inf
 
 
@@ -83,23 +82,25 @@ class JobStoreSource:
         fire_times: dict[str, tuple[float | None, float]] = {}
         for job_id, next_run_time, state in rows:
             job_id = str(job_id)
-            entry = self._entry(job_id, bytes(state or b""))
+            entry, trigger = self._entry(job_id, bytes(state or b""))
             cache[job_id] = entry
             if not entry.view.decoded:
                 undecodable += 1
             next_run = _as_float(next_run_time)
             previous = entry.view.previous_fire_time
-            if entry.trigger is not None and now >= entry.previous_until:
-                key = entry.trigger_key
+            key = entry.trigger_key
+            if key is not None and now >= entry.previous_until:
                 known = fire_times.get(key) or self._fire_times.get(key)
                 if known is not None and now < known[1]:
                     previous, entry.previous_until = known
                 elif time.monotonic() < budget_ends:
-                    previous, entry.previous_until = _previous_fire(entry.trigger, now)
-                    fire_times[key] = (previous, entry.previous_until)
+                    # Triggers are not kept between polls (a cron trigger is ~4 KB); the row's
+                    # bytes are, and decoding them again costs far less than the arithmetic.
+                    trigger = trigger if trigger is not None else _trigger_of(entry.state)
+                    previous, entry.previous_until = _previous_fire(trigger, now)
                 # else: over budget; this job's expected run waits for a later poll
-            if entry.trigger is not None and entry.previous_until > now:
-                fire_times.setdefault(entry.trigger_key, (previous, entry.previous_until))
+            if key is not None and entry.previous_until > now:
+                fire_times.setdefault(key, (previous, entry.previous_until))
             if next_run != entry.view.next_run_time or previous != entry.view.previous_fire_time:
                 entry.view = replace(
                     entry.view, next_run_time=next_run, previous_fire_time=previous
@@ -110,10 +111,11 @@ class JobStoreSource:
         jobs.sort(key=lambda job: job.id)
         return JobsRead(tuple(jobs), undecodable)
 
-    def _entry(self, job_id: str, state: bytes) -> _Cached:
+    def _entry(self, job_id: str, state: bytes) -> tuple[_Cached, Any]:
+        """The cached row, and the decoded trigger when the row had to be decoded now."""
         cached = self._cache.get(job_id)
         if cached is not None and cached.state == state:
-            return cached
+            return cached, None
         try:
             job = decode_job_state(state)
         except UndecodableJob as exc:
@@ -124,7 +126,7 @@ class JobStoreSource:
                 job_id,
                 exc,
             )
-            return _Cached(state, JobView(id=job_id, next_run_time=None, decoded=False))
+            return _Cached(state, JobView(id=job_id, next_run_time=None, decoded=False)), None
         view = JobView(
             id=job_id,
             next_run_time=None,
@@ -136,23 +138,34 @@ class JobStoreSource:
             schedule=describe(job.trigger),
             misfire_grace_time=job.misfire_grace_time,
         )
-        return _Cached(state, view, job.trigger, _trigger_key(job.trigger))
+        return _Cached(state, view, _trigger_key(job_id, job.trigger)), job.trigger
 
 
 FIRE_TIME_BUDGET = 2.0
 """Seconds a poll may spend on fire-time arithmetic; the rest carries over to the next poll."""
 
 
-def _trigger_key(trigger: Any) -> str:
+def _trigger_key(job_id: str, trigger: Any) -> str | None:
     """Equal for triggers that fire at the same times: repr names the fields, zone and dates."""
+    if trigger is None:
+        return None
     try:
         return f"{type(trigger).__qualname__}:{trigger!r}"
     except Exception:  # noqa: BLE001 - a decoded trigger with odd state: do not share its times
-        return f"unique:{id(trigger)}"
+        return f"job:{job_id}"
+
+
+def _trigger_of(state: bytes) -> Any:
+    try:
+        return decode_job_state(state).trigger
+    except UndecodableJob:  # decoded fine before; cannot happen for the same bytes
+        return None
 
 
 def _previous_fire(trigger: Any, now: float) -> tuple[float | None, float]:
     """The latest fire time at or before ``now``, and until when that answer holds."""
+    if trigger is None:
+        return None, now + 60.0
     moment = datetime.fromtimestamp(now, UTC)
     try:
         previous = previous_fire_time(trigger, moment)
