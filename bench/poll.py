@@ -1,0 +1,126 @@
+"""Job store poll cost, in process, against the raw SELECT; and what a body render costs.
+
+For one store (see bench.stores), with the poller `serve` builds (`Sidecar(config).pollers[0]`:
+`StorePoller(store)` with the default job selection; it reads the job store, then the history and
+heartbeat tables, which in a steady state return nothing new):
+
+- cold: the first poll, which decodes every row;
+- steady: polls of an unchanged store (median), interleaved with the floor; also the time the
+  job store source alone took (`jobstore_exporter_poll_duration_seconds{source="jobs"}`);
+- 1% changed: polls right after `job_state` was rewritten for 1 % of the rows (median);
+- floor: the raw SELECT of the same columns, `SELECT id, next_run_time, job_state FROM
+  apscheduler_jobs`, run through the driver on a connection of the same read-only engine and
+  fetched fully (median).
+
+Then the same sidecar's renderers (`Sidecar.bodies`) on the polled snapshot: a render after a
+poll (everything), a render of the clock part alone (what changes every second), and a scrape
+served from cache.
+
+    python -m bench.poll URL [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from bench.scrape import ACCEPT
+from bench.stores import change_states
+from exporter.config import load_config
+from exporter.server import Sidecar
+
+FLOOR_SQL = "SELECT id, next_run_time, job_state FROM apscheduler_jobs"
+
+
+def _timed(fn: Any) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def raw_select(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return len(conn.exec_driver_sql(FLOOR_SQL).fetchall())
+
+
+def measure(url: str, rounds: int = 7, changed_rounds: int = 3) -> dict[str, Any]:
+    sidecar = Sidecar(load_config(db_url=url))  # pollers and renderers as `serve` builds them
+    poller = sidecar.pollers[0]
+    try:
+        cold = _timed(poller.poll)
+        if not poller.snapshot.up:
+            raise RuntimeError(f"poll failed: {poller.snapshot.sources['jobs'].error}")
+        raw_select(poller.engine)  # both start from warm caches
+        steady, floor, source = [], [], []
+        for _ in range(rounds):
+            floor.append(_timed(lambda: raw_select(poller.engine)))
+            steady.append(_timed(poller.poll))
+            source.append(poller.snapshot.sources["jobs"].duration)
+        changed, changed_rows = [], 0
+        for round_ in range(1, changed_rounds + 1):
+            changed_rows = change_states(url, 0.01, round_=round_)
+            changed.append(_timed(poller.poll))
+        result: dict[str, Any] = {
+            "jobs": len(poller.snapshot.jobs),
+            "undecodable": poller.snapshot.undecodable,
+            "cold_s": round(cold, 3),
+            "steady_ms": round(statistics.median(steady) * 1000, 2),
+            "jobs_source_ms": round(statistics.median(source) * 1000, 2),
+            "floor_ms": round(statistics.median(floor) * 1000, 2),
+            "changed_ms": round(statistics.median(changed) * 1000, 2),
+            "changed_rows": changed_rows,
+            "rounds": rounds,
+        }
+        result["ratio_steady"] = round(result["steady_ms"] / result["floor_ms"], 2)
+        result["ratio_changed"] = round(result["changed_ms"] / result["floor_ms"], 2)
+        try:
+            result["render"] = asyncio.run(render_costs(sidecar))
+        except Exception as exc:  # noqa: BLE001 - internal API; report rather than fail the suite
+            result["render"] = {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        for each in sidecar.pollers:
+            each.close()
+    return result
+
+
+async def render_costs(sidecar: Sidecar) -> dict[str, Any]:
+    """What `serve` spends on bodies: after a poll, each second, and per cached scrape."""
+    fake_clock = [0.0]
+    sidecar.bodies.clock = lambda: fake_clock[0]
+    await sidecar.bodies.get(ACCEPT)  # warm
+    sidecar.pollers[0].poll()
+    after_poll = await _atimed(sidecar.bodies.get(ACCEPT))
+    clock_renders = []
+    for _ in range(3):
+        fake_clock[0] += 10.0
+        clock_renders.append(await _atimed(sidecar.bodies.get(ACCEPT)))
+    cached = [await _atimed(sidecar.bodies.get(ACCEPT)) for _ in range(50)]
+    return {
+        "after_poll_ms": round(after_poll * 1000, 1),
+        "clock_part_ms": round(statistics.median(clock_renders) * 1000, 1),
+        "cached_scrape_ms": round(statistics.median(cached) * 1000, 3),
+    }
+
+
+async def _atimed(awaitable: Any) -> float:
+    started = time.perf_counter()
+    await awaitable
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    print(json.dumps(measure(args.url, args.rounds), indent=2))
+
+
+if __name__ == "__main__":
+    main()
