@@ -173,7 +173,10 @@ def _previous_fire(trigger: Any, now: float) -> tuple[float | None, float]:
     except Exception:  # noqa: BLE001 - a decoded trigger with odd state must not stop the poll
         log.debug("cannot compute fire times", exc_info=True)
         return None, now + 60.0
+    # A date trigger whose date has passed answers with that old date: no next time.
     until = following.timestamp() if following is not None else math.inf
+    if until <= now:
+        until = math.inf
     return (previous.timestamp() if previous is not None else None), until
 
 
@@ -193,8 +196,11 @@ def _bounded_next(trigger: Any, now: datetime) -> datetime | None:
             times = [_bounded_next(child, now) for child in trigger.triggers]
             if any(moment is None for moment in times):
                 return None
-            latest = max(t for t in times if t is not None)
-            if all(moment == latest for moment in times):
+            known = [t for t in times if t is not None]
+            latest = max(known, key=lambda moment: moment.timestamp())
+            # Instants, not datetimes: aware datetimes of different zones never compare equal
+            # inside a repeated fall-back hour.
+            if len({moment.timestamp() for moment in known}) == 1:
                 return latest
             now = latest
         return None
