@@ -192,7 +192,7 @@ def test_disk_full_for_the_history_writer(tmp_path: Path) -> None:
 
     from apscheduler.events import EVENT_JOB_ERROR
     from apscheduler.schedulers.background import BackgroundScheduler
-    from conftest import need_server
+    from support import need_server
 
     from exporter.kit import instrument
 
