@@ -234,4 +234,8 @@ def test_disk_full_for_the_history_writer(tmp_path: Path) -> None:
         engine.dispose()
         assert rows == len(observed)
     finally:
+        if "scheduler" in locals() and scheduler.running:  # a failed assertion above
+            scheduler.shutdown(wait=False)
+        if "recorder" in locals():
+            recorder.close(timeout=1.0)
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
