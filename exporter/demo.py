@@ -126,6 +126,7 @@ async def run_demo(directory: Path, listen_address: str, poll_interval: float) -
     print(
         "\njobstore-exporter demo is running (Ctrl-C to stop)\n"
         f"  scheduler database: {db_url}\n"
+        f"  status page:        {base}/\n"
         f"  metrics:            {base}/metrics\n"
         f"  readiness:          {base}/readyz\n"
         f"  health check:       jobstore-exporter check --detailed --db-url {db_url}\n",
