@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import support
 import yaml
 from support import free_port
 
@@ -44,17 +45,8 @@ def wait_for(
     timeout: float = WAIT,
     details: Callable[[], str] | None = None,
 ) -> T:
-    """Poll `condition` every POLL seconds until it returns something truthy; return that.
-    On timeout, the message names `what` and adds `details()` (e.g. log tails)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = details() if details is not None else ""
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
-        time.sleep(POLL)
+    """Poll `condition` every POLL seconds until it returns something truthy; return that."""
+    return support.wait_for(condition, timeout, what, interval=POLL, details=details)
 
 
 # --- job functions ------------------------------------------------------------------------------

@@ -9,11 +9,16 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
+
+T = TypeVar("T")
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -85,3 +90,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for(
+    condition: Callable[[], T],
+    timeout: float = 20.0,
+    what: str = "",
+    *,
+    interval: float = 0.03,
+    details: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that; after ``timeout``
+    seconds fail, naming ``what`` and adding ``details()`` (e.g. log tails)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = details() if details is not None else ""
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what or condition}{extra}"
+            )
+        time.sleep(interval)

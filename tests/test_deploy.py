@@ -32,7 +32,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import support
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from support import Database, free_port, need_server
@@ -294,13 +294,7 @@ def run_demo_scheduler(db_url: str, tmp_path: Path, *extra: str) -> Running:
 
 
 def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return support.wait_for(predicate, timeout, what, interval=0.2)
 
 
 def backup_runs(engine: sa.Engine) -> list[tuple[str, str | None]]:

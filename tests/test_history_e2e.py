@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Any
 
 import sqlalchemy as sa
 from apscheduler.events import (
@@ -22,7 +21,7 @@ from apscheduler.events import (
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from support import Database
+from support import Database, wait_for
 
 from exporter.config import load_config
 from exporter.kit import instrument
@@ -44,14 +43,6 @@ def samples(poller: StorePoller) -> dict[tuple[str, frozenset[tuple[str, str]]],
         for family in collector.collect()
         for s in family.samples
     }
-
-
-def wait_for(condition: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def test_metrics_equal_what_the_scheduler_did(any_db: Database) -> None:

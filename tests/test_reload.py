@@ -12,19 +12,12 @@ import urllib.request
 from pathlib import Path
 
 from stores import write_jobs
-from support import Database, free_port
+from support import Database, free_port, wait_for
 
 
 def metrics(base: str) -> str:
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
         return resp.read().decode()
-
-
-def wait_for(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def post_reload(base: str) -> tuple[int, str]:

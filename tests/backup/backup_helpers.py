@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
+import support
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -36,14 +37,7 @@ T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(0.03)
+    return support.wait_for(condition, timeout, what)
 
 
 def need_privilege(reason: str) -> None:
