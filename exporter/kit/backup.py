@@ -49,6 +49,13 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from exporter.backup_files import (
+    EXTENSIONS,
+    KINDS_BY_EXT,
+    BackupFile,
+    backup_name,
+    list_backups,
+)
 from exporter.kit.writer import describe_url, normalize_url, redact
 
 log = logging.getLogger("exporter.kit.backup")
@@ -60,19 +67,13 @@ JOB_FUNC = "exporter.kit.backup:run_backup"
 BACKUP_DIR_ENV = "JOBSTORE_EXPORTER_BACKUP_DIR"
 """`create_scheduler()` installs the backup job when this is set (the sidecar reads it too)."""
 
-STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-EXTENSIONS = {"sqlite": "sqlite", "postgresql": "dump", "mysql": "sql"}
-BACKUP_NAME = re.compile(
-    r"^(?P<prefix>[A-Za-z0-9][A-Za-z0-9._-]*)_(?P<stamp>\d{8}T\d{6}Z)\.(?P<ext>sqlite|dump|sql)$"
-)
-"""A finished backup. The sidecar's `sources/backups.py` holds the same pattern."""
 STALE_TEMP_AFTER = 86400.0
 """Temp files of a crashed run older than this (seconds) are removed by the next run."""
 
 BackupSetting = bool | str | os.PathLike[str] | Mapping[str, Any] | None
 """What `create_scheduler(backup=...)` accepts; see `install_backup_job`."""
 
-_KINDS_BY_EXT = {ext: kind for kind, ext in EXTENSIONS.items()}
+
 _DISK_FULL = re.compile(
     r"no space left on device|disk is full|err(?:no|code)?[:= ]*28\b|error 28\b", re.IGNORECASE
 )
@@ -122,21 +123,6 @@ class Verification:
 
 
 @dataclass(frozen=True)
-class BackupFile:
-    """A finished backup in a backup directory, as its name and `stat` describe it."""
-
-    path: Path
-    prefix: str
-    taken_at: datetime  # UTC, from the name
-    size: int
-    mtime: float
-
-    @property
-    def kind(self) -> str:
-        return _KINDS_BY_EXT[self.path.suffix.lstrip(".")]
-
-
-@dataclass(frozen=True)
 class BackupResult:
     path: Path
     kind: str
@@ -170,51 +156,6 @@ def backup_prefix(url: sa.URL) -> str:
     raw = Path(url.database or "").stem if backend_kind(url) == "sqlite" else url.database or ""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", raw).lstrip("._-")
     return cleaned or "database"
-
-
-def backup_name(prefix: str, taken_at: datetime, ext: str) -> str:
-    return f"{prefix}_{taken_at.astimezone(UTC).strftime(STAMP_FORMAT)}.{ext}"
-
-
-def parse_backup_name(name: str) -> tuple[str, datetime, str] | None:
-    """(prefix, UTC time, extension) of a backup file name; None for anything else."""
-    match = BACKUP_NAME.match(name)
-    if match is None:
-        return None
-    try:
-        stamp = datetime.strptime(match["stamp"], STAMP_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return match["prefix"], stamp, match["ext"]
-
-
-def list_backups(
-    directory: str | os.PathLike[str], *, prefix: str | None = None, ext: str | None = None
-) -> list[BackupFile]:
-    """Finished backups in `directory`, newest first (by the time in the name, then mtime).
-
-    Only regular files named like our backups count; `prefix` and `ext` narrow it to one
-    database. Temp files, lock files and anything else are ignored.
-    """
-    found = []
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            parsed = parse_backup_name(entry.name)
-            if parsed is None or (prefix is not None and parsed[0] != prefix):
-                continue
-            if ext is not None and parsed[2] != ext:
-                continue
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue  # removed meanwhile
-            found.append(
-                BackupFile(Path(entry.path), parsed[0], parsed[1], info.st_size, info.st_mtime)
-            )
-    found.sort(key=lambda f: (f.taken_at, f.mtime, f.path.name), reverse=True)
-    return found
 
 
 def rotation_victims(
@@ -284,8 +225,8 @@ def rotate(
 def detect_kind(path: Path) -> str:
     """The kind of a backup file, by its extension or else by its first bytes."""
     ext = path.suffix.lstrip(".").lower()
-    if ext in _KINDS_BY_EXT:
-        return _KINDS_BY_EXT[ext]
+    if ext in KINDS_BY_EXT:
+        return KINDS_BY_EXT[ext]
     if ext == "db":
         return "sqlite"
     try:

@@ -11,17 +11,12 @@ from prometheus_client import generate_latest
 from stores import write_jobs
 from support import Database
 
+from exporter import backup_files as kit
 from exporter.config import load_config
-from exporter.kit import backup as kit
 from exporter.metrics import SnapshotCollector, build_registry
 from exporter.poller import StorePoller
 from exporter.snapshot import BackupFiles
-from exporter.sources import backups as sidecar
 from exporter.sources.backups import BackupDirSource
-
-
-def test_the_sidecar_pattern_is_the_kits():
-    assert sidecar.BACKUP_NAME.pattern == kit.BACKUP_NAME.pattern
 
 
 def store(backup_dir: Path | None, db_url: str = "sqlite:////nonexistent/app.sqlite"):
