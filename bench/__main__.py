@@ -1,14 +1,15 @@
 """The benchmark suite: every benchmark, one table, each number beside its floor from the same run.
 
-    python -m bench            # 100, 10k and 100k jobs on SQLite and PostgreSQL (< 10 min, 2 cores)
-    python -m bench --quick    # 100 and 10k jobs, shorter loads (about 3 min)
+    python -m bench            # 100, 10k and 100k jobs on SQLite and PostgreSQL (~6 min, 2 cores)
+    python -m bench --quick    # 100 and 10k jobs, shorter loads (~1.5 min)
 
 For each backend and store size: a realistic store (bench/stores.py), the poll cost against the
 raw SELECT (bench/poll.py), /metrics under wrk against a minimal aiohttp server serving the same
 bytes, the exporter's memory and the body sizes (bench/scrape.py). Then the history poll as the
 table grows (bench/history_poll.py) and the recorder's overhead (bench/recorder.py). Prints one
-table and writes bench/results/summary.json. PostgreSQL runs in a scratch database of its own
-(`jse_suite`; history_poll uses `jse_bench`); pass --postgres '' to skip it.
+table and writes bench/results/summary.json (git-ignored). PostgreSQL runs in a scratch database
+of its own (`jse_suite`, dropped at the end; history_poll uses `jse_bench`); pass --postgres ''
+to skip it. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +29,8 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 from bench import poll, scrape
 from bench.history_poll import run as history_run
@@ -112,6 +116,15 @@ def run_stores(
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
     return results
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    finally:
+        admin.dispose()
 
 
 def run_recorder(quick: bool) -> dict[str, Any]:
@@ -306,6 +319,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1/postgres")
     parser.add_argument("--no-recorder", action="store_true")
     args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install -y wrk)")
     quick = args.quick
     sizes_text = args.sizes or ("100,10000" if quick else "100,10000,100000")
     sizes = [int(float(s)) for s in sizes_text.split(",")]
@@ -343,9 +358,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001
             print(f"postgresql skipped: {str(exc).splitlines()[0]}")
     if pg_url:
-        summary["stores"] += run_stores(
-            "postgresql", lambda n: pg_url, sizes, seconds, rounds, repeats
-        )
+        try:
+            summary["stores"] += run_stores(
+                "postgresql", lambda n: pg_url, sizes, seconds, rounds, repeats
+            )
+        finally:
+            drop_database(args.postgres, "jse_suite")
 
     print("\nhistory poll: 100 new finished rows + 20 open runs per poll (median of 15)")
     summary["history"] = history_run(history_sizes, args.postgres or None)
