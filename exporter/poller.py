@@ -211,7 +211,12 @@ class StorePoller:
             return interval
         return min(max(interval, max_backoff), interval * 2 ** (self.failures_in_row - 1))
 
-    async def run(self, interval: float, max_backoff: float) -> None:
+    async def run(
+        self,
+        interval: float,
+        max_backoff: float,
+        after_poll: Callable[[], None] | None = None,
+    ) -> None:
         """Poll forever in a worker thread so the event loop keeps serving scrapes.
 
         A poll that misses its deadline is reported as failed right away (the snapshot must not
@@ -227,6 +232,8 @@ class StorePoller:
                 done, _ = await asyncio.wait({poll}, timeout=self.deadline)
                 if not done:
                     self.report_stuck(f"no answer within {self.deadline:.0f} s")
+            if after_poll is not None:
+                after_poll()
             await asyncio.sleep(self.next_delay(self.interval, self.max_backoff))
 
     def report_stuck(self, reason: str) -> None:

@@ -1,16 +1,20 @@
 """Rendered ``/metrics`` bodies, shared by every scrape.
 
-Rendering 10k jobs takes a second of Python; serving bytes takes microseconds. So the body is
-built from two parts:
+Rendering 10k jobs takes a large part of a second of Python; serving bytes takes microseconds.
+So a body is built from two parts, rendered in a worker thread and kept:
 
 * the **static part** (everything a new poll changes): rendered once per snapshot version and
-  format (text or OpenMetrics), gzipped once, and kept until the next poll;
+  format (text or OpenMetrics), gzipped once;
 * the **clock part** (what the scrape time changes: ``*_next_run_delta_seconds``, heartbeat
   freshness, process metrics): rendered again after a poll or after ``max_age`` (1 s).
 
-A gzip stream may consist of several members (RFC 1952), and Prometheus' reader takes them in
-sequence, so the gzipped body is the cached static member followed by a small clock member.
-Concurrent scrapes of an expired part wait for one render instead of starting their own.
+Both parts of a body come from the same snapshots, so a body never mixes two polls. A poll
+starts the render of its body at once (``refresh_soon``); scrapes that arrive meanwhile get the
+last complete body (stale by at most that render, well under a second at 10k jobs) instead of
+queueing behind it. Only the first scrape of a format, and a clock part older than ``max_age``
+(cheap), are waited for. A gzip stream may consist of several members (RFC 1952) and
+Prometheus' reader takes them in sequence, so the gzipped body is the cached static member
+followed by the small clock member, joined once per body, not per scrape.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import ctypes.util
 import gzip
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
@@ -29,20 +34,33 @@ from prometheus_client.registry import CollectorRegistry
 GZIP_LEVEL = 5
 EOF_LINE = b"# EOF\n"
 
-
-@dataclass(frozen=True, slots=True)
-class Body:
-    content_type: str
-    plain: bytes
-    gzipped: bytes
+Encoder = Callable[[CollectorRegistry], bytes]
 
 
 @dataclass(frozen=True, slots=True)
 class _Part:
-    key: Hashable
-    made: float
     plain: bytes
     gzipped: bytes
+
+
+@dataclass
+class Body:
+    """One complete body in one format; the plain join is made only if someone asks for it."""
+
+    content_type: str
+    version: Hashable
+    made: float
+    encoder: Encoder
+    static: _Part
+    clock: _Part
+    gzipped: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gzipped = self.static.gzipped + self.clock.gzipped
+
+    @cached_property
+    def plain(self) -> bytes:
+        return self.static.plain + self.clock.plain
 
 
 class BodyCache:
@@ -61,46 +79,62 @@ class BodyCache:
         self.version = version
         self.max_age = max_age
         self.clock = clock
-        self._parts: dict[tuple[str, str], _Part] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._bodies: dict[str, Body] = {}
+        self._renders: dict[str, asyncio.Future[Body]] = {}
 
     async def get(self, accept: str) -> Body:
         encoder, content_type = choose_encoder(accept)
-        openmetrics = content_type.startswith("application/openmetrics-text")
-        version = self.version()
-        static = await self._part(
-            ("static", content_type),
-            lambda part: part.key == version,
-            lambda: _render(encoder, self.static, strip_eof=openmetrics),
-            version,
-        )
-        now = self.clock()
-        dynamic = await self._part(
-            ("clock", content_type),
-            lambda part: part.key == version and now - part.made < self.max_age,
-            lambda: _render(encoder, self.clock_part, strip_eof=False),
-            version,
-        )
-        return Body(content_type, static.plain + dynamic.plain, static.gzipped + dynamic.gzipped)
+        body = self._bodies.get(content_type)
+        if body is None:
+            return await asyncio.shield(self._render(content_type, encoder))
+        if body.version != self.version():
+            # A new poll: its static part is under way (``refresh_soon``); meanwhile the last
+            # complete body is served, instead of queueing every scrape behind the render.
+            self._render(content_type, encoder)
+            return body
+        if self.clock() - body.made >= self.max_age:
+            # Same poll, old clock part: re-rendering it is cheap, and the deltas must be now.
+            return await asyncio.shield(self._render(content_type, encoder))
+        return body
 
-    async def _part(
-        self,
-        name: tuple[str, str],
-        fresh: Callable[[_Part], bool],
-        render: Callable[[], tuple[bytes, bytes]],
-        key: Hashable,
-    ) -> _Part:
-        async with self._locks.setdefault(name, asyncio.Lock()):
-            part = self._parts.get(name)
-            if part is not None and fresh(part):
-                return part
-            made = self.clock()
-            plain, gzipped = await asyncio.to_thread(render)
-            part = _Part(key, made, plain, gzipped)
-            self._parts[name] = part
-            if name[0] == "static":
-                _release_freed_memory()
-            return part
+    def refresh_soon(self) -> None:
+        """Start rendering every format in use from the current snapshots (after a poll)."""
+        for content_type, body in list(self._bodies.items()):
+            if not self._fresh(body):
+                self._render(content_type, body.encoder)
+
+    async def refresh(self) -> None:
+        """Render every format in use from the current snapshots, and wait for it."""
+        for content_type, body in list(self._bodies.items()):
+            if not self._fresh(body):
+                await asyncio.shield(self._render(content_type, body.encoder))
+
+    def _fresh(self, body: Body) -> bool:
+        return body.version == self.version() and self.clock() - body.made < self.max_age
+
+    def _render(self, content_type: str, encoder: Encoder) -> asyncio.Future[Body]:
+        """The render of this format under way, or a new one: never two at once."""
+        render = self._renders.get(content_type)
+        if render is None or render.done():
+            render = asyncio.ensure_future(self._make(content_type, encoder))
+            self._renders[content_type] = render
+        return render
+
+    async def _make(self, content_type: str, encoder: Encoder) -> Body:
+        version = self.version()
+        made = self.clock()
+        previous = self._bodies.get(content_type)
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        if previous is not None and previous.version == version:
+            static = previous.static
+        else:
+            static = await asyncio.to_thread(_render, encoder, self.static, strip_eof=openmetrics)
+        clock_part = await asyncio.to_thread(_render, encoder, self.clock_part, strip_eof=False)
+        body = Body(content_type, version, made, encoder, static, clock_part)
+        self._bodies[content_type] = body
+        if previous is None or static is not previous.static:
+            _release_freed_memory()
+        return body
 
 
 def _release_freed_memory() -> None:
@@ -122,12 +156,10 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _load_malloc_trim()
 
 
-def _render(
-    encoder: Callable[[CollectorRegistry], bytes], registry: CollectorRegistry, *, strip_eof: bool
-) -> tuple[bytes, bytes]:
+def _render(encoder: Encoder, registry: CollectorRegistry, *, strip_eof: bool) -> _Part:
     """Encode and gzip one part; the static OpenMetrics part loses its ``# EOF`` (the clock
     part, rendered after it, ends the body)."""
     plain = encoder(registry)
     if strip_eof and plain.endswith(EOF_LINE):
         plain = plain[: -len(EOF_LINE)]
-    return plain, gzip.compress(plain, GZIP_LEVEL, mtime=0)
+    return _Part(plain, gzip.compress(plain, GZIP_LEVEL, mtime=0))

@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from exporter.snapshot import JobView
 
@@ -40,8 +41,9 @@ class JobSelector:
         filtered = len(jobs) - len(kept)
         if self.max_jobs is None or len(kept) <= self.max_jobs:
             return Selection(kept, filtered, 0)
-        soonest = sorted(kept, key=lambda job: (_when(job), job.id))[: self.max_jobs]
-        soonest.sort(key=lambda job: job.id)
+        # `jobs` arrive sorted by id and sorts are stable: ties keep id order without a tuple key.
+        soonest = sorted(kept, key=_when)[: self.max_jobs]
+        soonest.sort(key=attrgetter("id"))
         return Selection(tuple(soonest), filtered, len(kept) - self.max_jobs)
 
     def _wanted(self, job_id: str) -> bool:

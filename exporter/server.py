@@ -69,7 +69,12 @@ class Sidecar:
         settings = self.config.settings
         for poller in self.pollers:
             if id(poller) not in self._tasks:
-                run = poller.run(settings.poll_interval, settings.max_backoff)
+                # Each poll starts rendering its body, so scrapes find it ready.
+                run = poller.run(
+                    settings.poll_interval,
+                    settings.max_backoff,
+                    after_poll=lambda: self.bodies.refresh_soon(),
+                )
                 self._tasks[id(poller)] = asyncio.create_task(run)
 
     async def stop(self, pollers: Sequence[StorePoller] | None = None) -> None:

@@ -18,7 +18,7 @@ from support import Database
 
 from exporter.config import Config, load_config
 from exporter.poller import StorePoller
-from exporter.server import create_app
+from exporter.server import SIDECAR, create_app
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -40,6 +40,9 @@ class Exporter:
             poller.poll()
 
     async def samples(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        # Scrapes are served the last complete body while a newer one renders; a test that
+        # has just polled waits for that render instead.
+        await self.server.app[SIDECAR].bodies.refresh()
         async with ClientSession() as session, session.get(self.url("/metrics")) as resp:
             assert resp.status == 200
             text = await resp.text()

@@ -70,6 +70,7 @@ class JobStoreSource:
         # Fire times by trigger: stores hold many jobs with the same schedule, and cron
         # arithmetic is the dearest part of a cold poll.
         self._fire_times: dict[str, tuple[float | None, float]] = {}
+        self._words: dict[str, tuple[str, str]] = {}  # trigger key -> (kind, schedule text)
 
     def read(self, connection: sa.Connection, now: float | None = None) -> JobsRead:
         """Run the SELECT, decode what changed, and describe every job."""
@@ -108,6 +109,9 @@ class JobStoreSource:
             jobs.append(entry.view)
         self._cache = cache  # rows that vanished are forgotten with the old dict
         self._fire_times = fire_times
+        if len(self._words) > 2 * len(cache) + 1000:  # forget schedules no job has any more
+            live = {entry.trigger_key for entry in cache.values()}
+            self._words = {k: v for k, v in self._words.items() if k in live}
         jobs.sort(key=lambda job: job.id)
         return JobsRead(tuple(jobs), undecodable)
 
@@ -127,6 +131,12 @@ class JobStoreSource:
                 exc,
             )
             return _Cached(state, JobView(id=job_id, next_run_time=None, decoded=False)), None
+        key = _trigger_key(job_id, job.trigger)
+        words = self._words.get(key) if key is not None else None
+        if words is None:  # the same schedule text for every job with an equal trigger
+            words = (trigger_kind(job.trigger), describe(job.trigger))
+            if key is not None:
+                self._words[key] = words
         view = JobView(
             id=job_id,
             next_run_time=None,
@@ -134,11 +144,11 @@ class JobStoreSource:
             name=job.name or "",
             func=job.func or "",
             executor=job.executor,
-            trigger=trigger_kind(job.trigger),
-            schedule=describe(job.trigger),
+            trigger=words[0],
+            schedule=words[1],
             misfire_grace_time=job.misfire_grace_time,
         )
-        return _Cached(state, view, _trigger_key(job_id, job.trigger)), job.trigger
+        return _Cached(state, view, key), job.trigger
 
 
 FIRE_TIME_BUDGET = 2.0
