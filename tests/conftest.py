@@ -14,11 +14,13 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from support import (
     MARIADB_ADMIN_URL,
     PG_ADMIN_URL,
@@ -29,6 +31,8 @@ from support import (
     free_port,
     need_server,
 )
+
+from exporter.kit import scheduler as kit_scheduler
 
 
 def _server_database(kind: str, admin_url: str) -> Iterator[Database]:
@@ -115,3 +119,19 @@ def private_pg() -> Iterator[PrivatePostgres]:
         with contextlib.suppress(Exception):
             cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- Test isolation for the scheduler-side kit ------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def close_leftover_recorders(request: pytest.FixtureRequest) -> Iterator[None]:
+    before = set(kit_scheduler._recorders.values())
+    yield
+    leftovers = [r for r in list(kit_scheduler._recorders.values()) if r not in before]
+    for recorder in leftovers:
+        scheduler = recorder.scheduler
+        if scheduler.running and not isinstance(scheduler, AsyncIOScheduler):
+            warnings.warn(f"{request.node.name} left its scheduler running", stacklevel=1)
+            scheduler.shutdown(wait=False)
+        recorder.close(timeout=1.0)
