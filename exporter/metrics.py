@@ -52,7 +52,7 @@ class SnapshotCollector(Collector):
         part: str = "all",
     ) -> None:
         """``part``: "static" (what only a new poll changes), "clock" (what the scrape time
-        changes: next-run deltas, heartbeat freshness), or "all"."""
+        changes, but the next-run deltas: see ``render_deltas``), or "all"."""
         self.snapshots = snapshots
         self.default_grace = default_grace
         self.heartbeat_timeout = heartbeat_timeout
@@ -75,8 +75,9 @@ class SnapshotCollector(Collector):
             yield from self._backups(snapshots)
             yield from self._heartbeats(snapshots)
             yield from self._self_metrics(snapshots)
-        if self.part in ("all", "clock"):
+        if self.part == "all":
             yield from self._deltas(snapshots, now)
+        if self.part in ("all", "clock"):
             yield from self._liveness(snapshots, now)
 
     def _jobstore(self, snapshots: list[StoreSnapshot], now: float) -> Iterator[Metric]:
@@ -354,3 +355,33 @@ def build_registry(collector: SnapshotCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return registry
+
+
+DELTA_HELP = "Next fire time minus now at scrape time; negative when overdue"
+
+
+def render_deltas(snapshots: Iterable[StoreSnapshot], now: float) -> bytes:
+    """``apscheduler_job_next_run_delta_seconds``, formatted directly.
+
+    The one family that changes with every scrape second has a line per job; the generic
+    encoder spends ~9 µs a line on it, a direct format well under one. The lines are the same in
+    the text format and OpenMetrics (a gauge, label values escaped alike).
+    """
+    name = "apscheduler_job_next_run_delta_seconds"
+    lines = [f"# HELP {name} {DELTA_HELP}\n# TYPE {name} gauge\n"]
+    for snap in snapshots:
+        if not snap.ever_succeeded:
+            continue
+        store = _escape(snap.jobstore)
+        for job in snap.series_jobs:
+            if job.next_run_time is not None:
+                value = job.next_run_time - now
+                lines.append(f'{name}{{jobstore="{store}",job_id="{_escape(job.id)}"}} {value!r}\n')
+    return "".join(lines).encode()
+
+
+def _escape(value: str) -> str:
+    """Label value escaping of both exposition formats: backslash, double quote, newline."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value

@@ -70,12 +70,15 @@ class BodyCache:
         clock_part: CollectorRegistry,
         version: Callable[[], Hashable],
         *,
+        deltas: Callable[[], bytes] = bytes,
         max_age: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``version()`` changes whenever the snapshots do (e.g. their poll times)."""
+        """``version()`` changes whenever the snapshots do (e.g. their poll times); ``deltas()``
+        gives the directly formatted lines that start the clock part."""
         self.static = static
         self.clock_part = clock_part
+        self.deltas = deltas
         self.version = version
         self.max_age = max_age
         self.clock = clock
@@ -129,7 +132,9 @@ class BodyCache:
             static = previous.static
         else:
             static = await asyncio.to_thread(_render, encoder, self.static, strip_eof=openmetrics)
-        clock_part = await asyncio.to_thread(_render, encoder, self.clock_part, strip_eof=False)
+        clock_part = await asyncio.to_thread(
+            _render, encoder, self.clock_part, strip_eof=False, prefix=self.deltas
+        )
         body = Body(content_type, version, made, encoder, static, clock_part)
         self._bodies[content_type] = body
         if previous is None or static is not previous.static:
@@ -156,10 +161,16 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _load_malloc_trim()
 
 
-def _render(encoder: Encoder, registry: CollectorRegistry, *, strip_eof: bool) -> _Part:
+def _render(
+    encoder: Encoder,
+    registry: CollectorRegistry,
+    *,
+    strip_eof: bool,
+    prefix: Callable[[], bytes] | None = None,
+) -> _Part:
     """Encode and gzip one part; the static OpenMetrics part loses its ``# EOF`` (the clock
     part, rendered after it, ends the body)."""
-    plain = encoder(registry)
+    plain = (prefix() if prefix is not None else b"") + encoder(registry)
     if strip_eof and plain.endswith(EOF_LINE):
         plain = plain[: -len(EOF_LINE)]
     return _Part(plain, gzip.compress(plain, GZIP_LEVEL, mtime=0))

@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
 from exporter.config import Config, ConfigError
 from exporter.logs import add_secrets
-from exporter.metrics import SnapshotCollector, build_registries
+from exporter.metrics import SnapshotCollector, build_registries, render_deltas
 from exporter.poller import StorePoller, make_pollers
 from exporter.render import BodyCache
 from exporter.snapshot import StoreSnapshot
@@ -63,7 +64,12 @@ class Sidecar:
 
         pollers = self.pollers
         static, clock = build_registries(collector)
-        self.bodies = BodyCache(static, clock, lambda: tuple(p.snapshot.taken_at for p in pollers))
+        self.bodies = BodyCache(
+            static,
+            clock,
+            lambda: tuple(p.snapshot.taken_at for p in pollers),
+            deltas=lambda: render_deltas([p.snapshot for p in pollers], time.time()),
+        )
 
     def start(self) -> None:
         settings = self.config.settings

@@ -210,3 +210,28 @@ async def test_probes(tmp_path: Path, sqlite_db: Database) -> None:
             running.poll()
             async with session.get(running.url("/readyz")) as resp:
                 assert resp.status == 200
+
+
+async def test_deltas_escape_awkward_job_ids(sqlite_db: Database) -> None:
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    ids = ['quote"id', "back\\slash", "new\nline"]
+    write_jobs(
+        sqlite_db.url,
+        [{"func": "sample_jobs:noop", "trigger": IntervalTrigger(hours=1), "id": i} for i in ids],
+    )
+    async for running in start_exporter(sqlite_db.url):
+        running.poll()
+        await running.server.app[SIDECAR].bodies.refresh()
+        async with ClientSession() as session:
+            for accept in (PROMETHEUS_ACCEPT, "text/plain"):
+                async with session.get(running.url("/metrics"), headers={"Accept": accept}) as r:
+                    text = await r.text()
+                parse = parse_om if accept == PROMETHEUS_ACCEPT else text_string_to_metric_families
+                deltas = {
+                    s.labels["job_id"]
+                    for family in parse(text)
+                    for s in family.samples
+                    if s.name == "apscheduler_job_next_run_delta_seconds"
+                }
+                assert deltas == set(ids), accept
