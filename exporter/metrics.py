@@ -29,6 +29,7 @@ from exporter.sources.history import BUCKETS, FINISHED
 
 JOBSTORE = ["jobstore"]
 PER_JOB = ["jobstore", "job_id"]
+DELTA_HELP = "Next fire time minus now at scrape time; negative when overdue"
 
 
 def _dist_version(name: str) -> str:
@@ -131,10 +132,10 @@ class SnapshotCollector(Collector):
         yield from (up, jobs, info, paused, next_run, grace, overdue)
 
     def _deltas(self, snapshots: list[StoreSnapshot], now: float) -> Iterator[Metric]:
+        # The served body formats this family directly (render_deltas); this form is for
+        # whole-body renders (build_registry), with the same name, help and labels.
         delta = GaugeMetricFamily(
-            "apscheduler_job_next_run_delta_seconds",
-            "Next fire time minus now at scrape time; negative when overdue",
-            labels=PER_JOB,
+            "apscheduler_job_next_run_delta_seconds", DELTA_HELP, labels=PER_JOB
         )
         for snap in snapshots:
             if not snap.ever_succeeded:
@@ -355,9 +356,6 @@ def build_registry(collector: SnapshotCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return registry
-
-
-DELTA_HELP = "Next fire time minus now at scrape time; negative when overdue"
 
 
 def render_deltas(snapshots: Iterable[StoreSnapshot], now: float) -> bytes:
