@@ -4,6 +4,8 @@ A custom collector rather than module-level Gauge objects: families are built fr
 snapshots each time, so a job that left the store disappears from every series at once, and no
 code path can forget to remove a label set (the classic stale-series bug of exporters that mutate
 shared metric objects). ``*_delta_seconds`` is computed at scrape time from the scrape clock.
+Every metric is spelled out in full (counters with ``_total``, which prometheus_client drops from
+the family name itself), so a name from a dashboard or an alert can be found here.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ class SnapshotCollector(Collector):
             labels=JOBSTORE,
         )
         runs = CounterMetricFamily(
-            "apscheduler_job_runs",
+            "apscheduler_job_runs_total",
             "Finished runs by status, counted since the exporter started",
             labels=["jobstore", "job_id", "status"],
         )
@@ -163,23 +165,44 @@ class SnapshotCollector(Collector):
             labels=PER_JOB,
         )
         gauges = {
-            name: GaugeMetricFamily(f"apscheduler_job_{name}", text, labels=PER_JOB)
+            name: GaugeMetricFamily(name, text, labels=PER_JOB)
             for name, text in (
-                ("last_run_success", "1 if the most recent finished run succeeded, 0 if it failed"),
-                ("last_run_duration_seconds", "Duration of the most recent finished run"),
-                ("last_success_timestamp_seconds", "End of the most recent successful run"),
-                ("last_failure_timestamp_seconds", "End of the most recent failed run"),
-                ("consecutive_failures", "Failed runs since the last success"),
-                ("last_run_delay_seconds", "Actual start minus scheduled time of the latest run"),
-                ("running", "Runs started and not yet finished"),
-                ("running_since_timestamp_seconds", "Start of the oldest unfinished run"),
-                ("expected_run_timestamp_seconds", "Latest fire time the trigger implies"),
+                (
+                    "apscheduler_job_last_run_success",
+                    "1 if the most recent finished run succeeded, 0 if it failed",
+                ),
+                (
+                    "apscheduler_job_last_run_duration_seconds",
+                    "Duration of the most recent finished run",
+                ),
+                (
+                    "apscheduler_job_last_success_timestamp_seconds",
+                    "End of the most recent successful run",
+                ),
+                (
+                    "apscheduler_job_last_failure_timestamp_seconds",
+                    "End of the most recent failed run",
+                ),
+                ("apscheduler_job_consecutive_failures", "Failed runs since the last success"),
+                (
+                    "apscheduler_job_last_run_delay_seconds",
+                    "Actual start minus scheduled time of the latest run",
+                ),
+                ("apscheduler_job_running", "Runs started and not yet finished"),
+                (
+                    "apscheduler_job_running_since_timestamp_seconds",
+                    "Start of the oldest unfinished run",
+                ),
+                (
+                    "apscheduler_job_expected_run_timestamp_seconds",
+                    "Latest fire time the trigger implies",
+                ),
             )
         }
         for snap in snapshots:
             store = snap.jobstore
             up.add_metric([store], 1.0 if snap.source_ok("history") else 0.0)
-            expected = gauges["expected_run_timestamp_seconds"]
+            expected = gauges["apscheduler_job_expected_run_timestamp_seconds"]
             for job in snap.series_jobs:
                 if job.previous_fire_time is not None:
                     expected.add_metric([store, job.id], job.previous_fire_time)
@@ -195,51 +218,103 @@ class SnapshotCollector(Collector):
                     runs.add_metric([store, job.id, status], stats.runs.get(status, 0))
                 if stats.duration_count:
                     duration.add_metric(labels, _cumulative(stats), stats.duration_sum)
-                _add(gauges["last_run_success"], labels, stats.last_run_success)
-                _add(gauges["last_run_duration_seconds"], labels, stats.last_run_duration)
-                _add(gauges["last_success_timestamp_seconds"], labels, stats.last_success)
-                _add(gauges["last_failure_timestamp_seconds"], labels, stats.last_failure)
-                _add(gauges["consecutive_failures"], labels, stats.consecutive_failures)
-                _add(gauges["last_run_delay_seconds"], labels, stats.last_run_delay)
-                _add(gauges["running"], labels, stats.running)
-                _add(gauges["running_since_timestamp_seconds"], labels, stats.running_since)
+                _add(gauges["apscheduler_job_last_run_success"], labels, stats.last_run_success)
+                _add(
+                    gauges["apscheduler_job_last_run_duration_seconds"],
+                    labels,
+                    stats.last_run_duration,
+                )
+                _add(
+                    gauges["apscheduler_job_last_success_timestamp_seconds"],
+                    labels,
+                    stats.last_success,
+                )
+                _add(
+                    gauges["apscheduler_job_last_failure_timestamp_seconds"],
+                    labels,
+                    stats.last_failure,
+                )
+                _add(
+                    gauges["apscheduler_job_consecutive_failures"],
+                    labels,
+                    stats.consecutive_failures,
+                )
+                _add(gauges["apscheduler_job_last_run_delay_seconds"], labels, stats.last_run_delay)
+                _add(gauges["apscheduler_job_running"], labels, stats.running)
+                _add(
+                    gauges["apscheduler_job_running_since_timestamp_seconds"],
+                    labels,
+                    stats.running_since,
+                )
         yield from (up, runs, duration, *gauges.values())
 
     def _backups(self, snapshots: list[StoreSnapshot]) -> Iterator[Metric]:
         """Backup results, from the history rows of each store's backup job and backup_dir."""
         families = {
-            name: GaugeMetricFamily(f"apscheduler_backup_{name}", text, labels=JOBSTORE)
+            name: GaugeMetricFamily(name, text, labels=JOBSTORE)
             for name, text in (
-                ("last_run_success", "1 if the latest backup run succeeded"),
-                ("last_success_timestamp_seconds", "End of the latest successful backup"),
-                ("last_failure_timestamp_seconds", "End of the latest failed backup"),
-                ("last_duration_seconds", "Duration of the latest backup run"),
-                ("files", "Backup files present in backup_dir"),
-                ("newest_file_timestamp_seconds", "Modification time of the newest backup file"),
-                ("newest_file_size_bytes", "Size of the newest backup file (0 is a failed backup)"),
-                ("total_size_bytes", "All backup files in backup_dir together"),
+                ("apscheduler_backup_last_run_success", "1 if the latest backup run succeeded"),
+                (
+                    "apscheduler_backup_last_success_timestamp_seconds",
+                    "End of the latest successful backup",
+                ),
+                (
+                    "apscheduler_backup_last_failure_timestamp_seconds",
+                    "End of the latest failed backup",
+                ),
+                ("apscheduler_backup_last_duration_seconds", "Duration of the latest backup run"),
+                ("apscheduler_backup_files", "Backup files present in backup_dir"),
+                (
+                    "apscheduler_backup_newest_file_timestamp_seconds",
+                    "Modification time of the newest backup file",
+                ),
+                (
+                    "apscheduler_backup_newest_file_size_bytes",
+                    "Size of the newest backup file (0 is a failed backup)",
+                ),
+                ("apscheduler_backup_total_size_bytes", "All backup files in backup_dir together"),
             )
         }
         for snap in snapshots:
             files = snap.backup_files
             if files is not None:
-                _add(families["files"], [snap.jobstore], files.files)
+                _add(families["apscheduler_backup_files"], [snap.jobstore], files.files)
                 _add(
-                    families["newest_file_timestamp_seconds"],
+                    families["apscheduler_backup_newest_file_timestamp_seconds"],
                     [snap.jobstore],
                     files.newest_timestamp,
                 )
-                _add(families["newest_file_size_bytes"], [snap.jobstore], files.newest_size)
-                _add(families["total_size_bytes"], [snap.jobstore], files.total_size)
+                _add(
+                    families["apscheduler_backup_newest_file_size_bytes"],
+                    [snap.jobstore],
+                    files.newest_size,
+                )
+                _add(
+                    families["apscheduler_backup_total_size_bytes"],
+                    [snap.jobstore],
+                    files.total_size,
+                )
             job_id = self.backup_job_ids.get(snap.jobstore, "database_backup")
             stats = next((s for s in snap.history or () if s.job_id == job_id), None)
             if stats is None:
                 continue
             labels = [snap.jobstore]
-            _add(families["last_run_success"], labels, stats.last_run_success)
-            _add(families["last_success_timestamp_seconds"], labels, stats.last_success)
-            _add(families["last_failure_timestamp_seconds"], labels, stats.last_failure)
-            _add(families["last_duration_seconds"], labels, stats.last_run_duration)
+            _add(families["apscheduler_backup_last_run_success"], labels, stats.last_run_success)
+            _add(
+                families["apscheduler_backup_last_success_timestamp_seconds"],
+                labels,
+                stats.last_success,
+            )
+            _add(
+                families["apscheduler_backup_last_failure_timestamp_seconds"],
+                labels,
+                stats.last_failure,
+            )
+            _add(
+                families["apscheduler_backup_last_duration_seconds"],
+                labels,
+                stats.last_run_duration,
+            )
         yield from families.values()
 
     def _heartbeats(self, snapshots: list[StoreSnapshot]) -> Iterator[Metric]:
@@ -286,7 +361,7 @@ class SnapshotCollector(Collector):
             labels=["jobstore", "source"],
         )
         errors = CounterMetricFamily(
-            "jobstore_exporter_poll_errors",
+            "jobstore_exporter_poll_errors_total",
             "Failed polls of each source",
             labels=["jobstore", "source"],
         )
@@ -301,7 +376,7 @@ class SnapshotCollector(Collector):
             labels=["jobstore", "reason"],
         )
         invalid = CounterMetricFamily(
-            "jobstore_exporter_history_invalid_rows",
+            "jobstore_exporter_history_invalid_rows_total",
             "History rows skipped as malformed (NULLs, unknown status, absurd duration...)",
             labels=["jobstore", "reason"],
         )
