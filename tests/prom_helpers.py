@@ -94,12 +94,7 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 def _stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        support.stop(proc)
 
 
 def _wait_ready(proc: subprocess.Popen[str], url: str, what: str, log: Path) -> None:

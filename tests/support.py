@@ -7,6 +7,7 @@ conftest files can exist and share that module name, this one cannot.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -113,3 +114,13 @@ def wait_for(
                 f"timed out after {timeout:.0f} s waiting for {what or condition}{extra}"
             )
         time.sleep(interval)
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Ask a child process to stop with ``sig``; kill it if it has not within ``timeout``."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from support import free_port
+from support import free_port, stop
 
 
 def test_demo_runs_the_seed_jobs_and_serves_them(tmp_path: Path) -> None:
@@ -49,12 +49,7 @@ def test_demo_runs_the_seed_jobs_and_serves_them(tmp_path: Path) -> None:
         assert jobs["report_gen"]["schedule"] == "Weekly on Monday at 09:00 UTC"
         assert (tmp_path / "demo" / "demo.sqlite").exists()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, signal.SIGINT, timeout=15)
 
 
 def test_demo_reports_a_busy_port(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from stores import write_jobs
-from support import Database, free_port, need_server
+from support import Database, free_port, need_server, stop
 
 
 @contextmanager
@@ -50,12 +50,7 @@ def serving(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
             time.sleep(0.1)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def scrape(base: str) -> str:

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from stores import write_jobs
-from support import Database, free_port, need_server
+from support import Database, free_port, need_server, stop
 
 from exporter import web_config as wc
 from exporter.config import ConfigError, load_config
@@ -273,12 +273,7 @@ def serving(db_url: str, web_config: Path, ready: ssl.SSLContext, *extra: str) -
             time.sleep(0.1)
         yield served
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         served.output = log_path.read_text()
 
 
