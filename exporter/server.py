@@ -223,6 +223,12 @@ async def serve(
     ssl_context = web_config.ssl_context() if web_config is not None else None
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     loop = asyncio.get_running_loop()
+    # Handlers first: a signal that arrives as soon as the port answers must not find the
+    # default action (SIGTERM would kill the process without cleanup, SIGHUP would end it).
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)  # docker stop, the kubelet
+    if loader is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload_in_background(sidecar))
     try:
         await site.start()
         for store in config.stores:
@@ -233,11 +239,6 @@ async def serve(
             log.info("web config %s: %s", web_config.path, web_config.describe())
             if web_config.users and ssl_context is None:
                 log.warning("basic auth without TLS: passwords cross the network in clear text")
-        if loader is not None:
-            loop.add_signal_handler(signal.SIGHUP, lambda: _reload_in_background(sidecar))
-        # SIGTERM (docker stop, the kubelet) ends the process cleanly, as Ctrl-C does.
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
         if ready is not None:
             ready.set()
         await stop.wait()
