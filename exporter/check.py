@@ -77,11 +77,12 @@ def assess(snapshot: StoreSnapshot, default_grace: float = 60.0) -> Assessment:
 def humanize_until(seconds: float) -> str:
     """``→ in 5h`` style: the largest whole unit, like the seed's tree."""
     if seconds < 0:
-        return f"overdue by {_span(-seconds)}"
-    return f"in {_span(seconds)}"
+        return f"overdue by {humanize_span(-seconds)}"
+    return f"in {humanize_span(seconds)}"
 
 
-def _span(seconds: float) -> str:
+def humanize_span(seconds: float) -> str:
+    """The largest whole unit of a duration: ``42s``, ``12m``, ``5h``, ``3d``."""
     for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"

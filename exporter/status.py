@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from exporter import __version__
-from exporter.check import Assessment, _span, assess, humanize_until
+from exporter.check import Assessment, assess, humanize_span, humanize_until
 from exporter.config import Config
 from exporter.snapshot import SOURCES, Heartbeat, JobRuns, JobView, StoreSnapshot
 
@@ -359,7 +359,7 @@ def _e(value: Any) -> str:
 
 
 def _ago(seconds: float) -> str:
-    return "just now" if seconds < 1 else f"{_span(seconds)} ago"
+    return "just now" if seconds < 1 else f"{humanize_span(seconds)} ago"
 
 
 def _time(item: Mapping[str, Any], key: str, now: float, *, relative: bool = True) -> str:
