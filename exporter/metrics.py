@@ -113,6 +113,12 @@ class SnapshotCollector(Collector):
             "Active jobs whose next fire time is further in the past than their grace",
             labels=JOBSTORE,
         )
+        overdue_by = GaugeMetricFamily(
+            "apscheduler_job_overdue_seconds",
+            "How far past its next fire time an active job was at the last poll; present only "
+            "for jobs overdue beyond their grace then",
+            labels=PER_JOB,
+        )
         for snap in snapshots:
             store = snap.jobstore
             up.add_metric([store], 1.0 if snap.up else 0.0)
@@ -120,7 +126,14 @@ class SnapshotCollector(Collector):
                 continue  # nothing known yet: no job series rather than invented zeros
             jobs.add_metric([store, "active"], snap.active_jobs)
             jobs.add_metric([store, "paused"], snap.paused_jobs)
-            overdue.add_metric([store], len(overdue_jobs(snap, self.default_grace)))
+            late = overdue_jobs(snap, self.default_grace)
+            overdue.add_metric([store], len(late))
+            # Judged at poll time like the count above (a job that fires more often than the
+            # poll interval never shows here between polls), per job with per-job series only.
+            shown = {job.id for job in snap.series_jobs} if snap.selected is not None else None
+            for job in late:
+                if (shown is None or job.id in shown) and job.next_run_time is not None:
+                    overdue_by.add_metric([store, job.id], snap.taken_at - job.next_run_time)
             for job in snap.series_jobs:
                 labels = [store, job.id]
                 info.add_metric(
@@ -131,7 +144,7 @@ class SnapshotCollector(Collector):
                     next_run.add_metric(labels, job.next_run_time)
                 if job.misfire_grace_time is not None:
                     grace.add_metric(labels, job.misfire_grace_time)
-        yield from (up, jobs, info, paused, next_run, grace, overdue)
+        yield from (up, jobs, info, paused, next_run, grace, overdue, overdue_by)
 
     def _deltas(self, snapshots: list[StoreSnapshot], now: float) -> Iterator[Metric]:
         # The served body formats this family directly (render_deltas); this form is for
@@ -250,6 +263,12 @@ class SnapshotCollector(Collector):
 
     def _backups(self, snapshots: list[StoreSnapshot]) -> Iterator[Metric]:
         """Backup results, from the history rows of each store's backup job and backup_dir."""
+        # Which job is the backup: rules and panels join on it instead of assuming an id.
+        info = GaugeMetricFamily(
+            "apscheduler_backup_info",
+            "Always 1; job_id is the configured backup_job_id of the job store",
+            labels=PER_JOB,
+        )
         families = {
             name: GaugeMetricFamily(name, text, labels=JOBSTORE)
             for name, text in (
@@ -295,6 +314,7 @@ class SnapshotCollector(Collector):
                     files.total_size,
                 )
             job_id = self.backup_job_ids.get(snap.jobstore, "database_backup")
+            info.add_metric([snap.jobstore, job_id], 1.0)
             stats = next((s for s in snap.history or () if s.job_id == job_id), None)
             if stats is None:
                 continue
@@ -315,6 +335,7 @@ class SnapshotCollector(Collector):
                 labels,
                 stats.last_run_duration,
             )
+        yield info
         yield from families.values()
 
     def _heartbeats(self, snapshots: list[StoreSnapshot]) -> Iterator[Metric]:
