@@ -381,6 +381,11 @@ class SnapshotCollector(Collector):
             "When each source was last read successfully",
             labels=["jobstore", "source"],
         )
+        source_up = GaugeMetricFamily(
+            "jobstore_exporter_source_up",
+            "1 if the last poll of the source succeeded, else 0",
+            labels=["jobstore", "source"],
+        )
         errors = CounterMetricFamily(
             "jobstore_exporter_poll_errors_total",
             "Failed polls of each source",
@@ -408,6 +413,7 @@ class SnapshotCollector(Collector):
                     continue
                 labels = [snap.jobstore, source]
                 duration.add_metric(labels, status.duration)
+                source_up.add_metric(labels, 1.0 if status.ok else 0.0)
                 errors.add_metric(labels, status.errors_total)
                 if status.last_success is not None:
                     last_ok.add_metric(labels, status.last_success)
@@ -416,7 +422,7 @@ class SnapshotCollector(Collector):
                 excluded.add_metric([snap.jobstore, reason], count)
             for reason, count in sorted(snap.invalid_history_rows.items()):
                 invalid.add_metric([snap.jobstore, reason], count)
-        yield from (build, duration, last_ok, errors, undecodable, excluded, invalid)
+        yield from (build, duration, source_up, last_ok, errors, undecodable, excluded, invalid)
 
 
 def _cumulative(stats: JobRuns) -> list[tuple[str, float]]:

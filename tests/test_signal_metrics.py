@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 from apscheduler.triggers.interval import IntervalTrigger
@@ -98,3 +99,22 @@ def test_overdue_seconds_only_for_jobs_overdue_at_the_poll(sqlite_db: Database) 
     (value,) = overdue.values()
     assert before - now.timestamp() + 600 - 1 <= value <= after - now.timestamp() + 600 + 1
     assert samples(text, "apscheduler_jobs_overdue") == {key(jobstore="default"): 1.0}
+
+
+def test_source_up_says_which_source_failed_at_the_last_poll(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """A backup_dir that is not mounted fails its source at every poll while the job store reads
+    fine: the rules tell the two apart by ``jobstore_exporter_source_up``."""
+    write_jobs(sqlite_db.url)
+    text = render(sqlite_db.url, backup_dir=tmp_path / "not-mounted")
+    up = samples(text, "jobstore_exporter_source_up")
+    assert up[key(jobstore="default", source="jobs")] == 1.0
+    assert up[key(jobstore="default", source="backups")] == 0.0
+    assert up[key(jobstore="default", source="history")] == 0.0  # no job_execution table yet
+    (tmp_path / "mounted").mkdir()
+    text = render(sqlite_db.url, backup_dir=tmp_path / "mounted")
+    assert (
+        samples(text, "jobstore_exporter_source_up")[key(jobstore="default", source="backups")]
+        == 1.0
+    )
