@@ -76,10 +76,15 @@ def test_rotation_on_a_real_backup(sqlite_db: Database, tmp_path: Path):
     sa.create_engine(sqlite_db.url).connect().close()  # create the file
     backups = tmp_path / "backups"
     backups.mkdir()
-    old = [make(backups, backup_name("app", days_ago(n), "sqlite")) for n in range(1, 7)]
+    # backup_database() dates its own file with the real clock, so the planted files must be
+    # dated against it too (a fixed date here turns every planted file old as the calendar moves).
+    now = datetime.now(UTC)
+    old = [
+        make(backups, backup_name("app", now - timedelta(days=n), "sqlite")) for n in range(1, 7)
+    ]
     foreign = [
-        make(backups, backup_name("other", days_ago(30), "sqlite")),  # another database
-        make(backups, backup_name("app", days_ago(30), "dump")),  # another backend's file
+        make(backups, backup_name("other", now - timedelta(days=30), "sqlite")),  # another database
+        make(backups, backup_name("app", now - timedelta(days=30), "dump")),  # another backend
         make(backups, "app_20200101T000000Z.sqlite.bak"),
         make(backups, "app.sqlite"),
         make(backups, "notes.txt"),
