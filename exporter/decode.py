@@ -33,6 +33,7 @@ import math
 import pickle
 import pickletools
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any, Final, NoReturn
@@ -65,8 +66,13 @@ _TUPLE_OPCODE_BYTES: Final = (b"t", b"\x85", b"\x86", b"\x87")
 _TUPLE_BYTES_FAST_LIMIT: Final = 500
 _MAX_TUPLE_DEPTH: Final = 200
 
-# And/Or triggers nest their children by recursion; real schedules use two or three levels.
-_MAX_TRIGGER_NESTING: Final = 8
+# And/Or triggers nest their children by recursion; real schedules use two or three levels and
+# a handful of children. Restoring builds one trigger per child *reference*, and a pickle can
+# reference one shared subtree many times (memo), so a 1 KB row can describe 10^8 triggers: the
+# bounds below are checked on the pickled state before anything is built.
+_MAX_TRIGGER_NESTING: Final = 8  # combined triggers inside each other
+_MAX_TRIGGER_CHILDREN: Final = 100  # children of one combined trigger
+_MAX_TRIGGER_NODES: Final = 1000  # triggers built for And/Or in one row, leaves included
 
 # Defaults of APScheduler's own ``job_defaults``, used when a field is absent from a row.
 _DEFAULT_EXECUTOR: Final = "default"
@@ -360,14 +366,75 @@ if _CalendarIntervalTrigger is not None:
     )
 
 
+_COMBINING_REFS: Final = frozenset(
+    {"apscheduler.triggers.combining:AndTrigger", "apscheduler.triggers.combining:OrTrigger"}
+)
+
+# Triggers the combined triggers of the row being decoded may still build (per thread and
+# decode: see ``_unpickle``). A row can hold several combined triggers (one BUILD each, all
+# sharing one subtree), so a bound per trigger alone would not do.
+_nodes_left: ContextVar[list[int] | None] = ContextVar("_nodes_left", default=None)
+
+
+def _measure_combining(
+    state: object, depth: int, sizes: dict[int, tuple[int, int]]
+) -> tuple[int, int]:
+    """The (triggers, nesting) that restoring ``state`` would build, found without building.
+
+    A state shared through the pickle memo is measured once but counted wherever it is
+    referenced, as restoring builds it there again; so the work is bounded by the size of the
+    pickle while the count is that of the tree. Rejects as soon as a bound is passed (a cycle
+    in the state passes the nesting bound at once).
+    """
+    if depth >= _MAX_TRIGGER_NESTING:
+        _reject("job_state nests combined triggers too deeply")
+    known = sizes.get(id(state))
+    if known is not None:
+        if depth + known[1] > _MAX_TRIGGER_NESTING:
+            _reject("job_state nests combined triggers too deeply")
+        return known
+    if type(state) is not dict:
+        _reject("job_state has an invalid combined trigger")
+    children: Any = state.get("triggers")
+    if type(children) not in (list, tuple):
+        _reject("job_state has an invalid combined trigger")
+    if len(children) > _MAX_TRIGGER_CHILDREN:
+        _reject(f"job_state combines more than {_MAX_TRIGGER_CHILDREN} triggers in one")
+    nodes, height = 1, 1
+    for child in children:
+        if type(child) in (tuple, list) and len(child) == 2 and child[0] in _COMBINING_REFS:
+            child_nodes, child_height = _measure_combining(child[1], depth + 1, sizes)
+            nodes += child_nodes
+            height = max(height, child_height + 1)
+        else:  # a leaf, or something _restore_combining rejects
+            nodes += 1
+        if nodes > _MAX_TRIGGER_NODES:
+            _reject(f"job_state combines more than {_MAX_TRIGGER_NODES} triggers")
+    sizes[id(state)] = (nodes, height)
+    return nodes, height
+
+
+def _restore_bounded(obj: Any, state: object) -> None:
+    """Restore a combined trigger handed out by ``find_class``, within the row's bounds."""
+    nodes, _height = _measure_combining(state, 0, {})
+    left = _nodes_left.get()
+    if left is None:  # called outside a decode: this trigger alone is bounded
+        left = [_MAX_TRIGGER_NODES]
+    if nodes > left[0]:
+        _reject(f"job_state combines more than {_MAX_TRIGGER_NODES} triggers")
+    left[0] -= nodes
+    _restore_combining(obj, state, 0)
+
+
 def _restore_combining(obj: Any, state: object, depth: int) -> None:
     """What ``BaseCombiningTrigger.__setstate__`` does, minus importing arbitrary modules.
 
     APScheduler resolves each child's ``"module:Class"`` with ``ref_to_obj``, which imports any
     module a row names. Here the name must be one of the trigger classes above; the child is
     then restored with its own (import-free) ``__setstate__``, or recursively for And/Or.
+    Only reached through :func:`_restore_bounded`, which has checked the size of the tree.
     """
-    if depth > _MAX_TRIGGER_NESTING:
+    if depth >= _MAX_TRIGGER_NESTING:
         _reject("job_state nests combined triggers too deeply")
     if type(state) is not dict:
         _reject("job_state has an invalid combined trigger")
@@ -407,7 +474,7 @@ class _SafeAndTrigger(AndTrigger):  # type: ignore[misc]
     __slots__ = ()
 
     def __setstate__(self, state: object) -> None:
-        _restore_combining(self, state, 0)
+        _restore_bounded(self, state)
 
 
 class _SafeOrTrigger(OrTrigger):  # type: ignore[misc]
@@ -416,7 +483,7 @@ class _SafeOrTrigger(OrTrigger):  # type: ignore[misc]
     __slots__ = ()
 
     def __setstate__(self, state: object) -> None:
-        _restore_combining(self, state, 0)
+        _restore_bounded(self, state)
 
 
 # --------------------------------------------------------------------------------------------
@@ -627,6 +694,7 @@ def _unpickle(data: bytes) -> object:
     _check_memo_indices(data)
     if sum(data.count(op) for op in _TUPLE_OPCODE_BYTES) > _TUPLE_BYTES_FAST_LIMIT:
         _check_tuple_depth(data)
+    budget = _nodes_left.set([_MAX_TRIGGER_NODES])
     try:
         return _RestrictedUnpickler(io.BytesIO(data)).load()
     except (_Reject, UndecodableJob):
@@ -641,6 +709,8 @@ def _unpickle(data: bytes) -> object:
         _reject("job_state needs too much memory to decode")
     except Exception as exc:
         _reject(f"job_state could not be unpickled ({type(exc).__name__})")
+    finally:
+        _nodes_left.reset(budget)
 
 
 # --------------------------------------------------------------------------------------------

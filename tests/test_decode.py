@@ -656,6 +656,95 @@ def test_combining_trigger_trap_is_real(sentinel: Path) -> None:
     sentinel.unlink()  # created by the control, in its own process
 
 
+OR_REF = "apscheduler.triggers.combining:OrTrigger"
+INTERVAL_CHILD = (
+    "apscheduler.triggers.interval:IntervalTrigger",
+    IntervalTrigger(
+        hours=1, timezone=UTC, start_date=datetime(2026, 1, 1, tzinfo=UTC)
+    ).__getstate__(),
+)
+
+
+def shared_tree(depth: int, children: int) -> dict[str, Any]:
+    """An OrTrigger state ``depth`` levels deep with ``children`` children per level, every child
+    a reference to one shared subtree: the pickler writes each level once (memo), restoring
+    would build ``children ** depth`` triggers."""
+    child: tuple[str, Any] = INTERVAL_CHILD
+    state: dict[str, Any] = {}
+    for _ in range(depth):
+        state = {"version": 1, "jitter": None, "triggers": [child] * children}
+        child = (OR_REF, state)
+    return state
+
+
+def row_with_combined(state: dict[str, Any], **fields: Any) -> bytes:
+    with mock.patch.object(BaseCombiningTrigger, "__getstate__", lambda self: state):
+        return pickle.dumps(make_state(trigger=OrTrigger([]), **fields), 5)
+
+
+def test_memo_shared_trigger_tree_is_refused_before_it_is_built() -> None:
+    """The 1 KB row that describes 10^8 triggers (8 levels of 10 shared children) is refused
+    from its pickled state; restoring it first took gigabytes and killed the process. Decoded
+    in a child process with a memory limit, so a regression fails here instead of killing
+    the test run."""
+    data = row_with_combined(shared_tree(8, 10))
+    assert len(data) < 1500
+    code = textwrap.dedent("""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        from exporter.decode import UndecodableJob, decode_job_state
+        try:
+            decode_job_state(bytes.fromhex(sys.stdin.read()))
+            print("decoded")
+        except UndecodableJob as exc:
+            print(exc)
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=data.hex(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "job_state combines more than 1000 triggers"
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        ({"version": 1, "jitter": None, "triggers": [INTERVAL_CHILD] * 101}, "more than 100"),
+        (shared_tree(3, 11), "more than 1000 triggers"),  # 1 + 11 + 121 + 1331 triggers
+        (shared_tree(9, 1), "too deeply"),
+    ],
+    ids=["children", "nodes", "depth"],
+)
+def test_combined_trigger_bounds(state: dict[str, Any], reason: str) -> None:
+    with pytest.raises(UndecodableJob, match=reason):
+        decode_job_state(row_with_combined(state))
+
+
+def test_combined_trigger_bounds_are_per_row() -> None:
+    """Two combined triggers sharing one subtree of 600 triggers: each is within the bound,
+    together they are not (a row may hold any number of them in args)."""
+    subtree = shared_tree(2, 23)  # 1 + 23 + 529 = 553 triggers
+    assert decode_job_state(row_with_combined(subtree)).trigger is not None
+    with mock.patch.object(BaseCombiningTrigger, "__getstate__", lambda self: subtree):
+        data = pickle.dumps(make_state(trigger=OrTrigger([]), args=(OrTrigger([]),)), 5)
+    with pytest.raises(UndecodableJob, match="more than 1000 triggers"):
+        decode_job_state(data)
+
+
+def test_combined_triggers_at_the_bounds_decode() -> None:
+    wide = decode_job_state(row_with_combined(shared_tree(1, 100))).trigger
+    assert len(wide.triggers) == 100  # type: ignore[union-attr]
+    deep: Any = decode_job_state(row_with_combined(shared_tree(8, 1))).trigger
+    for _ in range(7):
+        deep = deep.triggers[0]
+    assert type(deep) is OrTrigger and type(deep.triggers[0]) is IntervalTrigger
+
+
 # Hand-assembled opcodes (protocol 2, no memo) for shapes no pickler writes.
 
 
