@@ -101,6 +101,14 @@ def serve(
     max_jobs: Annotated[
         int | None, typer.Option("--max-jobs", help="Per-job series cap (default 20000).")
     ] = None,
+    enable_lifecycle: Annotated[
+        bool | None,
+        typer.Option(
+            "--enable-lifecycle",
+            help="Serve POST /-/reload (off by default; SIGHUP always reloads).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the sidecar: poll the job store and serve /metrics."""
     from exporter.logs import setup_logging
@@ -123,6 +131,7 @@ def serve(
         "include_jobs": include_job or None,
         "exclude_jobs": exclude_job or None,
         "max_jobs": max_jobs,
+        "enable_lifecycle": enable_lifecycle,
     }
     cfg = load_or_exit(config, **flags)
     web = None
@@ -136,7 +145,8 @@ def serve(
             raise typer.Exit(2) from None
     setup_logging(cfg.settings.log_level, cfg.secrets + (web.secrets if web else ()))
     try:
-        # SIGHUP and POST /-/reload read the file, environment and password files again.
+        # SIGHUP (and POST /-/reload with --enable-lifecycle) read the file, environment and
+        # password files again.
         reload = functools.partial(load_config, config, **flags)
         asyncio.run(run_server(cfg, web_config=web, loader=reload))
     except OSError as exc:

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     heartbeat_timeout: float = Field(default=30.0, gt=0)
     heartbeat_forget_after: float = Field(default=3600.0, gt=0)
     web_config_file: Path | None = None
+    # POST /-/reload exists only when asked for, as Prometheus' --web.enable-lifecycle.
+    enable_lifecycle: bool = False
     log_level: str = "info"
 
     jobstore: str = "default"

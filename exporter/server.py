@@ -3,7 +3,8 @@
 Request handlers never touch the database. ``/metrics`` serves bodies rendered once per poll
 (see ``render.py``), negotiates OpenMetrics from ``Accept`` the way Prometheus asks for it, and
 gzips when the client accepts it. :class:`Sidecar` holds what a configuration reload swaps
-(SIGHUP or ``POST /-/reload``): a bad new configuration is refused and the running one stays.
+(SIGHUP, or ``POST /-/reload`` when ``enable_lifecycle`` is set): a bad new configuration is
+refused and the running one stays.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class Sidecar:
         self.config, self.pollers = new, pollers
         self._build_renderers()
         self.start()
-        for setting in ("listen_address", "web_config_file"):
+        for setting in RESTART_SETTINGS:
             if getattr(old.settings, setting) != getattr(new.settings, setting):
                 log.warning("reload: %s changed; it takes effect at the next restart", setting)
         summary = (
@@ -128,6 +129,10 @@ class Sidecar:
         )
         log.info("configuration reloaded: %s", summary)
         return summary
+
+
+#: Settings read once when the port opens: a reload reports a change but cannot apply it.
+RESTART_SETTINGS = ("listen_address", "web_config_file", "enable_lifecycle")
 
 
 def _selection(config: Config) -> tuple[object, ...]:
@@ -188,7 +193,8 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_post("/-/reload", reload)
+    if sidecar.config.settings.enable_lifecycle:
+        app.router.add_post("/-/reload", reload)
     add_routes(app, sidecar.snapshots, StatusOptions.from_config(sidecar.config))
     app.cleanup_ctx.append(poll_forever)
     if web_config is not None:
@@ -213,7 +219,8 @@ async def serve(
 ) -> None:
     """Run the sidecar until cancelled; over TLS when ``web_config`` configures it.
 
-    With a ``loader``, SIGHUP and ``POST /-/reload`` re-read the configuration.
+    With a ``loader``, SIGHUP (and ``POST /-/reload`` with ``enable_lifecycle``) re-read the
+    configuration.
     """
     sidecar = Sidecar(config, loader=loader)
     app = create_app(sidecar, web_config=web_config)
