@@ -238,6 +238,9 @@ class Task:
         self.active = active  # skipped while this returns False
         self.next_due = time.monotonic() + delay
         self.failing = False
+        # Set by `run_soon` while the chore may be running: its next run must not wait for the
+        # interval (a `stopped` heartbeat asked for during a `running` beat is still written).
+        self.requested = False
 
 
 @dataclass(frozen=True)
@@ -396,6 +399,7 @@ class HistoryWriter:
         return self._thread is not None and self._thread.is_alive()
 
     def run_soon(self, task: Task) -> None:
+        task.requested = True
         task.next_due = 0.0
         self._wake.set()
 
@@ -602,6 +606,7 @@ class HistoryWriter:
             if task.active is not None and not task.active():
                 task.next_due = time.monotonic() + min(task.interval, INACTIVE_RECHECK)
                 continue
+            task.requested = False
             try:
                 more = task.fn(self.engine)
             except Exception as exc:  # noqa: BLE001 - a chore never stops history writes
@@ -615,7 +620,7 @@ class HistoryWriter:
             if task.failing:
                 log.info("%s works again", task.name)
                 task.failing = False
-            task.next_due = time.monotonic() + (0.0 if more else task.interval)
+            task.next_due = time.monotonic() + (0.0 if more or task.requested else task.interval)
 
     def _until_next_task(self) -> float:
         now = time.monotonic()

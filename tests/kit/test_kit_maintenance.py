@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -244,4 +246,30 @@ def test_retention_prunes_old_finished_rows_in_batches(any_db):
         what="old heartbeats pruned",
     )
     scheduler.shutdown()
+    recorder.close()
+
+
+def test_stopped_is_written_even_when_shutdown_meets_a_beat_in_flight(sqlite_db):
+    """A beat already writing when the scheduler shuts down must not swallow the `stopped` one.
+
+    The row would otherwise say `paused` (or `running`) after shutdown() returned, and a process
+    that exits right then leaves the exporter believing in a live scheduler until the beat ages.
+    """
+    engine = sqlite_db.engine()
+    scheduler = BackgroundScheduler(timezone="UTC")
+    recorder = instrument(scheduler, sqlite_db.url, heartbeat_interval=60)
+    scheduler.start()
+    wait_for(lambda: heartbeats(engine), what="the first heartbeat")
+    blocker = sqlite3.connect(sa.make_url(sqlite_db.url).database, timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")  # the next beat waits on this write lock
+    scheduler.pause()  # asks for a beat: it reads `paused`, then waits for the lock
+    time.sleep(0.3)
+    stopper = threading.Thread(target=scheduler.shutdown)
+    stopper.start()  # asks for the final beat while the `paused` one is still in flight
+    time.sleep(0.3)
+    blocker.rollback()
+    blocker.close()
+    stopper.join(10)
+    assert not stopper.is_alive()
+    assert heartbeats(engine)[0]["state"] == "stopped"
     recorder.close()
