@@ -299,12 +299,49 @@ def _pytz_fixed_offset(minutes: object, *ignored: object) -> timezone:
     return UTC if minutes == 0 else timezone(timedelta(minutes=minutes))
 
 
+def _impossible() -> NoReturn:
+    _reject("job_state has an impossible date or time")
+
+
 def _make_datetime(*args: Any) -> datetime:
-    """Build a datetime; one carrying a pytz offset becomes the same instant in ZoneInfo."""
+    """Build a datetime; one carrying a pytz offset becomes the same instant in ZoneInfo.
+
+    Pickles give the fields as packed bytes, and CPython's constructor checks only the month
+    of those: year 0, 31 February or hour 255 would come out as a datetime (and become a
+    schedule such as "Once at 2030-02-31"). Building it again from its fields checks them all.
+    """
     value = datetime(*args)
+    if args and type(args[0]) is bytes:
+        try:
+            datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
+                     value.microsecond, fold=value.fold)  # fmt: skip
+        except ValueError:
+            _impossible()
     tz = value.tzinfo
     if type(tz) is _PytzInstant:
         value = value.replace(tzinfo=timezone(tz._offset)).astimezone(tz.zoneinfo)
+    return value
+
+
+def _make_date(*args: Any) -> date:
+    """Build a date, with every field checked (see :func:`_make_datetime`)."""
+    value = date(*args)
+    if args and type(args[0]) is bytes:
+        try:
+            date(value.year, value.month, value.day)
+        except ValueError:
+            _impossible()
+    return value
+
+
+def _make_time(*args: Any) -> time:
+    """Build a time of day, with every field checked (see :func:`_make_datetime`)."""
+    value = time(*args)
+    if args and type(args[0]) is bytes:
+        try:
+            time(value.hour, value.minute, value.second, value.microsecond, fold=value.fold)
+        except ValueError:
+            _impossible()
     return value
 
 
@@ -494,8 +531,8 @@ _pytz_utc_constructor: Final = _Constructor(_pytz_utc)
 
 _ALLOWED_GLOBALS: Final[dict[tuple[str, str], object]] = {
     ("datetime", "datetime"): _Constructor(_make_datetime),
-    ("datetime", "date"): date,
-    ("datetime", "time"): time,
+    ("datetime", "date"): _Constructor(_make_date),
+    ("datetime", "time"): _Constructor(_make_time),
     ("datetime", "timedelta"): timedelta,
     ("datetime", "timezone"): timezone,
     ("zoneinfo", "ZoneInfo"): ZoneInfo,

@@ -23,7 +23,8 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import time as time_of_day
 from functools import cache
 from pathlib import Path
 from pickle import loads as plain_loads  # only ever named inside hostile payloads, never called
@@ -918,6 +919,62 @@ def test_every_truncation_of_a_real_row_is_undecodable() -> None:
     for end in range(len(payload)):
         with pytest.raises(UndecodableJob):
             decode_job_state(payload[:end])
+
+
+class Packed:
+    """Pickles as a datetime, date or time built from packed bytes, as every real row does,
+    with bytes changed (``{index: byte}``): CPython checks only the month of such bytes, so the
+    pickle can carry a value no Python code can create."""
+
+    def __init__(self, value: Any, changes: dict[int, int]) -> None:
+        cls, (data, *rest) = value.__reduce__()
+        patched = bytearray(data)
+        for index, byte in changes.items():
+            patched[index] = byte
+        self.reduced = (cls, (bytes(patched), *rest))
+
+    def __reduce__(self) -> Any:
+        return self.reduced
+
+
+LATER = datetime(2030, 2, 28, 12, tzinfo=UTC)
+IMPOSSIBLE = {
+    "year 0": Packed(LATER, {0: 0, 1: 0}),
+    "31 February": Packed(LATER, {3: 31}),
+    "hour 255": Packed(LATER, {4: 255}),
+    "minute 99": Packed(LATER, {5: 99}),
+}
+
+
+@pytest.mark.parametrize("moment", IMPOSSIBLE.values(), ids=IMPOSSIBLE.keys())
+@pytest.mark.parametrize("place", ["run_date", "next_run_time", "start_date", "kwargs"])
+def test_impossible_datetimes_are_undecodable(moment: Packed, place: str) -> None:
+    if place == "run_date":
+        state = make_state(trigger=DateTrigger(LATER))
+        state["trigger"].run_date = moment
+    elif place == "start_date":
+        state = make_state(trigger=IntervalTrigger(hours=1, start_date=LATER, timezone=UTC))
+        state["trigger"].start_date = moment
+    else:
+        state = make_state(**{place: moment if place == "next_run_time" else {"when": moment}})
+    with pytest.raises(UndecodableJob, match="impossible date or time"):
+        decode_job_state(pickle.dumps(state, 5))
+
+
+def test_impossible_dates_and_times_of_day_are_undecodable() -> None:
+    def monthly() -> CalendarIntervalTrigger:
+        return CalendarIntervalTrigger(months=1, hour=4, timezone=UTC, start_date="2025-01-31")
+
+    state = make_state(trigger=monthly())
+    state["trigger"].start_date = Packed(date(2025, 1, 31), {3: 32})
+    for broken in (state, make_state(kwargs={"at": Packed(time_of_day(4, 0), {1: 60})})):
+        with pytest.raises(UndecodableJob, match="impossible date or time"):
+            decode_job_state(pickle.dumps(broken, 5))
+    # Real values decode, a time of day and the second 02:30 of a fall-back night included.
+    folded = datetime(2025, 10, 26, 2, 30, tzinfo=BERLIN, fold=1)
+    valid = make_state(trigger=monthly(), next_run_time=folded, kwargs={"at": time_of_day(4, 0)})
+    decoded = decode_job_state(pickle.dumps(valid, 5))
+    assert decoded.next_run_time == folded and decoded.next_run_time.fold == 1  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
