@@ -1,10 +1,10 @@
 """Rows written by APScheduler 3.10.4 (with pytz), the version Aegis Stack apps pin.
 
-3.10 cannot be imported next to the installed 3.11, so it is installed once into
-``<repo>/.cache/apscheduler-3.10`` (git-ignored) and run in a subprocess with ``PYTHONPATH``
-pointing there. The writer uses 3.10's own ``SQLAlchemyJobStore`` on a SQLite file, exactly as
-an app would, and prints what 3.10 itself says about each job (fire times, zones) as JSON so
-the tests can compare the decoded 3.11 objects with the writer's view.
+3.10 cannot be imported next to the installed 3.11, so `make aps310` (run by `make test`)
+installs it once into ``<repo>/.cache/apscheduler-3.10`` (git-ignored), and it runs in a
+subprocess with ``PYTHONPATH`` pointing there. The writer uses 3.10's own ``SQLAlchemyJobStore``
+on a SQLite file, exactly as an app would, and prints what 3.10 itself says about each job (fire
+times, zones) as JSON so the tests can compare the decoded 3.11 objects with the writer's view.
 """
 
 from __future__ import annotations
@@ -18,34 +18,17 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 APS310_DIR = REPO / ".cache" / "apscheduler-3.10"
-APS310_REQUIREMENTS = ("apscheduler==3.10.4", "pytz", "tzlocal", "six")
 
 
-def install_aps310() -> Path:
-    """Install APScheduler 3.10.4 and pytz into the cache directory unless already there."""
+def find_aps310() -> Path | None:
+    """The cached APScheduler 3.10.4 install, or None when it is not there.
+
+    The test run never fetches it itself (that would need the network mid-test): `make test`
+    installs it beforehand with `make aps310`, and CI runs `make test`.
+    """
     if (APS310_DIR / "APScheduler-3.10.4.dist-info").is_dir() and (APS310_DIR / "pytz").is_dir():
         return APS310_DIR
-    APS310_DIR.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-input",
-            "--disable-pip-version-check",
-            "--upgrade",
-            "--target",
-            str(APS310_DIR),
-            *APS310_REQUIREMENTS,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return APS310_DIR
+    return None
 
 
 def run_python(code: str, path: list[Path], *args: str) -> Any:

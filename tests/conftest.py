@@ -135,3 +135,54 @@ def close_leftover_recorders(request: pytest.FixtureRequest) -> Iterator[None]:
             warnings.warn(f"{request.node.name} left its scheduler running", stacklevel=1)
             scheduler.shutdown(wait=False)
         recorder.close(timeout=1.0)
+
+
+# --- Tiers ------------------------------------------------------------------------------------
+# Every test gets exactly one tier marker, so `make test-fast` can run the inner loop and CI
+# still runs everything. A module may set its own tier with `pytestmark`; otherwise the tier is
+# derived from what the test needs, so a new test lands in the right tier without ceremony.
+
+TIERS = ("unit", "database", "e2e", "artefact")
+# Whole modules that run real processes end to end (exporter, scheduler, Prometheus, browser).
+E2E_MODULES = {
+    "test_e2e",
+    "test_prometheus_e2e",
+    "test_history_e2e",
+    "test_demo",
+    "test_outage",
+    "test_reload",
+    "test_faults",
+}
+# Checks of shipped files: alert rules, dashboard, deployment manifests.
+ARTEFACT_MODULES = {"test_alert_rules", "test_dashboard", "test_deploy", "test_mixin"}
+DATABASE_FIXTURES = {"sqlite_db", "pg_db", "mariadb_db", "any_db", "private_pg"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for tier, what in zip(
+        TIERS,
+        (
+            "pure logic, no database file or server",
+            "real SQLite files or database servers",
+            "real processes end to end (exporter, scheduler, Prometheus, browser)",
+            "checks of shipped files (rules, dashboard, manifests)",
+        ),
+        strict=True,
+    ):
+        config.addinivalue_line("markers", f"{tier}: {what}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(tier) for tier in TIERS):
+            continue
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module in E2E_MODULES:
+            tier = "e2e"
+        elif module in ARTEFACT_MODULES:
+            tier = "artefact"
+        elif DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            tier = "database"
+        else:
+            tier = "unit"
+        item.add_marker(tier)

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from datetime import time as time_of_day
@@ -398,18 +397,6 @@ def test_decoding_is_thread_safe() -> None:
     assert not failures
 
 
-def test_decoding_is_fast_enough_for_large_stores() -> None:
-    """A loose bound (CI machines vary): 100k jobs must not take minutes."""
-    payloads = valid_payloads()
-    rounds = 300
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for payload in payloads:
-            decode_job_state(payload)
-    per_job = (time.perf_counter() - start) / (rounds * len(payloads))
-    assert per_job < 0.002, f"{per_job * 1e6:.0f} µs per job"
-
-
 # ---------------------------------------------------------------------------------------------
 # Rows written by APScheduler 3.10.4 with pytz zones
 # ---------------------------------------------------------------------------------------------
@@ -417,15 +404,13 @@ def test_decoding_is_fast_enough_for_large_stores() -> None:
 
 @pytest.fixture(scope="session")
 def aps310_dir() -> Path:
-    try:
-        return aps310.install_aps310()
-    except (subprocess.SubprocessError, OSError) as exc:
-        detail = getattr(exc, "stderr", "") or str(exc)
-        last_line = (detail.strip().splitlines() or ["no output"])[-1]
-        reason = f"cannot install APScheduler 3.10.4: {last_line}"
+    found = aps310.find_aps310()
+    if found is None:
+        reason = f"APScheduler 3.10.4 is not installed in {aps310.APS310_DIR}: run `make aps310`"
         if IN_CI:
             pytest.fail(f"{reason} (CI=true: the 3.10 writer is required)", pytrace=False)
         pytest.skip(reason)
+    return found
 
 
 @pytest.fixture(scope="session")
