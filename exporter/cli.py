@@ -109,6 +109,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    hide_run_errors: Annotated[
+        bool | None,
+        typer.Option(
+            "--hide-run-errors",
+            help="Keep stored error text (tracebacks may hold personal data) off the web pages "
+            "and their JSON.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the sidecar: poll the job store and serve /metrics."""
     from exporter.logs import setup_logging
@@ -132,6 +141,7 @@ def serve(
         "exclude_jobs": exclude_job or None,
         "max_jobs": max_jobs,
         "enable_lifecycle": enable_lifecycle,
+        "hide_run_errors": hide_run_errors,
     }
     cfg = load_or_exit(config, **flags)
     web = None

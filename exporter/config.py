@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     # POST /-/reload exists only when asked for, as Prometheus' --web.enable-lifecycle.
     enable_lifecycle: bool = False
     log_level: str = "info"
+    hide_run_errors: bool = False  # keep stored error text off the status and job pages
 
     jobstore: str = "default"
     db_url: SecretStr | None = None

@@ -24,7 +24,7 @@ from exporter.metrics import SnapshotCollector, build_registries, render_deltas
 from exporter.poller import StorePoller, make_pollers
 from exporter.render import BodyCache
 from exporter.snapshot import StoreSnapshot
-from exporter.status import StatusOptions, add_routes
+from exporter.web.routes import register as register_pages
 from exporter.web_config import WebConfig
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     if sidecar.config.settings.enable_lifecycle:
         app.router.add_post("/-/reload", reload)
-    add_routes(app, sidecar.snapshots, StatusOptions.from_config(sidecar.config))
+    register_pages(app, lambda: sidecar.config, sidecar.snapshots)
     app.cleanup_ctx.append(poll_forever)
     if web_config is not None:
         web_config.install(app)

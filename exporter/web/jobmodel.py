@@ -1,0 +1,239 @@
+"""The job page as plain data: pure functions of the snapshot's job, its decoded state and runs.
+
+Like :func:`exporter.status.build_status`, nothing here reads the database or the clock; the
+routes fetch (``exporter.web.runs``) and these functions shape. The JSON API returns the same
+dicts the templates draw, so the page and ``/api/jobs/...`` always agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from exporter import history_report
+from exporter.decode import DecodedJob
+from exporter.snapshot import JobRuns, JobView
+from exporter.sources.jobs import _bounded_next
+from exporter.web.runs import Run
+
+STATUSES = ("success", "failed", "missed", "skipped", "running")
+WINDOWS = (("24h", 86400.0), ("7d", 7 * 86400.0))
+NEXT_FIRE_TIMES = 5
+TIMELINE_RUNS = 100
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def when(key: str, timestamp: float | None) -> dict[str, Any]:
+    """``key`` as ISO-8601 UTC plus ``key_unix``; both null when unknown (as /api/status)."""
+    return {key: iso(timestamp), f"{key}_unix": timestamp}
+
+
+def next_fire_times(trigger: Any, now: float, count: int = NEXT_FIRE_TIMES) -> list[float]:
+    """The trigger's next ``count`` fire times after ``now``, by the bounded walk the poller uses
+    (an And trigger that never agrees ends the list instead of spinning)."""
+    result: list[float] = []
+    moment = datetime.fromtimestamp(now, UTC)
+    for _ in range(count):
+        try:
+            following = _bounded_next(trigger, moment)
+        except Exception:  # noqa: BLE001 - an odd decoded trigger must not break the page
+            break
+        if following is None or (result and following.timestamp() <= result[-1]):
+            break
+        if following.timestamp() < now:  # a date trigger whose date has passed
+            break
+        result.append(following.timestamp())
+        moment = following + timedelta(microseconds=1)
+    return result
+
+
+def job_card(
+    jobstore: str, job: JobView, decoded: DecodedJob | None, overdue: bool, now: float
+) -> dict[str, Any]:
+    """What the store says about the job; coalesce, max instances and fire times need the
+    decoded ``job_state`` and are null when it could not be decoded."""
+    fire_times = (
+        next_fire_times(decoded.trigger, now)
+        if decoded is not None and decoded.trigger is not None and not job.paused
+        else []
+    )
+    state = "paused" if job.paused else ("overdue" if overdue else "active")
+    return {
+        "jobstore": jobstore,
+        "job_id": job.id,
+        "name": job.name,
+        "func": job.func,
+        "trigger": job.trigger,
+        "schedule": job.schedule,
+        "executor": job.executor,
+        "decoded": job.decoded,
+        "paused": job.paused,
+        "state": state,
+        **when("next_run_time", job.next_run_time),
+        "misfire_grace_seconds": job.misfire_grace_time,
+        "coalesce": decoded.coalesce if decoded is not None else None,
+        "max_instances": decoded.max_instances if decoded is not None else None,
+        "next_fire_times": [iso(moment) for moment in fire_times],
+        "next_fire_times_unix": fire_times,
+    }
+
+
+def _report_run(job_id: str, run: Run) -> history_report.Run:
+    def moment(value: float | None) -> datetime | None:
+        return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+    return history_report.Run(
+        id=run.id,
+        job_id=job_id,
+        job_name=None,
+        status=run.status,
+        scheduled=moment(run.scheduled),
+        started=moment(run.started),
+        finished=moment(run.finished),
+        duration=run.duration,
+        error=None,
+    )
+
+
+def window_stats(
+    job_id: str, runs: Sequence[Run], now: float, seconds: float, complete: bool
+) -> dict[str, Any]:
+    """Runs by status, failure rate and p50/p95/max duration over the window, computed as
+    ``jobstore-exporter history --stats`` does (nearest-rank, over success and failed runs).
+
+    ``complete`` is false when the rows read (the newest :data:`runs.STATS_ROWS`) did not
+    reach back to the window's start, so the figures cover only its newest part.
+    """
+    start = now - seconds
+    inside = [run for run in runs if run.moment is not None and run.moment >= start]
+    by_status = dict.fromkeys(STATUSES, 0)
+    for run in inside:
+        by_status[run.status] = by_status.get(run.status, 0) + 1
+    computed = history_report.job_stats([_report_run(job_id, r) for r in inside])
+    stats = computed[0] if computed else None
+    oldest = min((run.moment for run in inside if run.moment is not None), default=None)
+    return {
+        "runs": by_status,
+        "finished": stats.runs if stats else 0,
+        "failed": stats.failed if stats else 0,
+        "failure_rate": round(stats.failure_rate, 6) if stats else None,
+        "p50_seconds": stats.p50 if stats else None,
+        "p95_seconds": stats.p95 if stats else None,
+        "max_seconds": stats.max if stats else None,
+        "complete": complete or not inside,
+        **when("covers_since", start if complete or not inside else oldest),
+    }
+
+
+def job_stats(job_id: str, runs: Sequence[Run], now: float, truncated: bool) -> dict[str, Any]:
+    """Both windows. ``truncated``: the read stopped at its row cap, older runs exist."""
+    result = {}
+    for name, seconds in WINDOWS:
+        oldest = min((run.moment for run in runs if run.moment is not None), default=None)
+        complete = not truncated or (oldest is not None and oldest <= now - seconds)
+        result[name] = window_stats(job_id, runs, now, seconds, complete)
+    return result
+
+
+def run_json(run: Run, hide_errors: bool) -> dict[str, Any]:
+    """One run for the runs API (the contract's keys) and the page's table."""
+    return {
+        "id": run.id,
+        "status": run.status,
+        "scheduled_run_time": iso(run.scheduled),
+        "started_at": iso(run.started),
+        "finished_at": iso(run.finished),
+        "duration_seconds": run.duration,
+        "error": None if hide_errors else run.error,
+    }
+
+
+def run_row(run: Run, hide_errors: bool) -> dict[str, Any]:
+    """One row of the page's run table: the API's keys plus what the template shows."""
+    error = None if hide_errors else run.error
+    first = error.strip().splitlines()[0] if error and error.strip() else None
+    return {
+        **run_json(run, hide_errors),
+        "scheduled_run_time_unix": run.scheduled,
+        "started_at_unix": run.started,
+        "finished_at_unix": run.finished,
+        "delay_seconds": run.delay,
+        "error_first_line": first,
+        "error_more": error is not None and first is not None and error.strip() != first,
+        "error_hidden": hide_errors and run.error is not None,
+    }
+
+
+# -- the timeline -----------------------------------------------------------------------------
+
+WIDTH, HEIGHT, PAD = 1000, 120, 4
+
+
+def timeline(runs: Sequence[Run], now: float) -> dict[str, Any]:
+    """Bars of an SVG timeline: time on x (the span of the runs shown), duration as height on a
+    log scale (a 2 s run and a 2 h run both stay visible), one class per status. Missed and
+    skipped runs have no duration and are drawn as full-height ticks; a running run as a bar
+    up to now.
+    """
+    dated = [run for run in runs if run.moment is not None]
+    if not dated:
+        return {"width": WIDTH, "height": HEIGHT, "bars": [], "start": None, "end": None}
+    start = min(run.moment for run in dated if run.moment is not None)
+    end = max(now, max(run.moment for run in dated if run.moment is not None))
+    span = max(end - start, 1.0)
+    durations = [_shown_duration(run, now) for run in dated]
+    longest = max([d for d in durations if d is not None] or [1.0])
+    scale = math.log1p(max(longest, 0.001))
+    inner = WIDTH - 2 * PAD
+    bar = max(2.0, min(12.0, inner / max(len(dated), 1) * 0.6))
+    bars = []
+    for run, duration in zip(dated, durations, strict=True):
+        assert run.moment is not None
+        x = PAD + (run.moment - start) / span * (inner - bar)
+        if duration is None:
+            height = float(HEIGHT - 2 * PAD)
+        else:
+            height = max(3.0, math.log1p(duration) / scale * (HEIGHT - 2 * PAD))
+        words = f"{run.status} · {iso(run.moment)}"
+        if duration is not None:
+            words += f" · {duration:.3g} s"
+        bars.append(
+            {
+                "x": round(x, 1),
+                "y": round(HEIGHT - PAD - height, 1),
+                "width": round(bar, 1),
+                "height": round(height, 1),
+                "status": run.status,
+                "tick": duration is None,
+                "title": words,
+            }
+        )
+    return {
+        "width": WIDTH,
+        "height": HEIGHT,
+        "bars": bars,
+        **when("start", start),
+        **when("end", end),
+    }
+
+
+def _shown_duration(run: Run, now: float) -> float | None:
+    if run.status == "running" and run.started is not None:
+        return max(0.0, now - run.started)
+    if run.status in ("missed", "skipped"):
+        return None
+    return run.duration
+
+
+def last_run(runs: JobRuns | None) -> Mapping[str, Any] | None:
+    """The snapshot's running-run count, shown on the card beside the table's rows."""
+    if runs is None:
+        return None
+    return {"running": runs.running, **when("running_since", runs.running_since)}

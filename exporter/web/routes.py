@@ -1,0 +1,411 @@
+"""HTTP routes of the pages: ``/``, ``/api/status``, ``/jobs/...`` and ``/api/jobs/...``.
+
+Handlers read the latest snapshots and the *current* configuration on every request (a reload
+changes the refresh interval, the stores and ``hide_run_errors`` at once), fetch what a page
+needs beyond the snapshot through :class:`exporter.web.runs.RunReader`, shape it with the pure
+model functions and render off the event loop when the page is large.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.config import Config, StoreConfig
+from exporter.decode import DecodedJob, UndecodableJob, decode_job_state
+from exporter.snapshot import JobView, StoreSnapshot, overdue_jobs
+from exporter.status import (
+    SECURITY_HEADERS,
+    THREAD_ABOVE_JOBS,
+    StatusOptions,
+    build_status,
+    render_json,
+)
+from exporter.web import jobmodel
+from exporter.web.backups import recent_files
+from exporter.web.paths import runs_api_path
+from exporter.web.render import render, when
+from exporter.web.runs import DEFAULT_LIMIT, MAX_LIMIT, STATS_ROWS, Busy, PageQueryError, RunReader
+
+log = logging.getLogger(__name__)
+
+PER_PAGE = 50
+MAX_PER_PAGE = 500
+STRIP_RUNS = 20
+FAILURES_SHOWN = 50
+BACKUP_RUNS = 10
+BACKUP_FILES = 10
+HTML = "text/html; charset=utf-8"
+JSON = "application/json; charset=utf-8"
+
+
+class PageError(Exception):
+    """Answer with ``status`` and a one-line message (as a page or as JSON)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def register(
+    app: web.Application,
+    config: Callable[[], Config],
+    snapshots: Callable[[], Sequence[StoreSnapshot]],
+    clock: Callable[[], float] = time.time,
+) -> RunReader:
+    """Add the page routes to ``app``; the run reader's engines close with the app."""
+    pages = Pages(config, snapshots, clock)
+    app.router.add_get("/", pages.status_page)
+    app.router.add_get("/api/status", pages.status_api)
+    app.router.add_get("/jobs/{jobstore}/{job_id}", pages.job_page)
+    app.router.add_get("/api/jobs/{jobstore}/{job_id}", pages.job_api)
+    app.router.add_get("/api/jobs/{jobstore}/{job_id}/runs", pages.runs_api)
+
+    async def close(_app: web.Application) -> None:
+        await asyncio.to_thread(pages.reader.close)
+
+    app.on_cleanup.append(close)
+    return pages.reader
+
+
+def respond(body: bytes | str, content_type: str, status: int = 200) -> web.Response:
+    data = body.encode() if isinstance(body, str) else body
+    headers = {**SECURITY_HEADERS, "Content-Type": content_type}
+    return web.Response(body=data, status=status, headers=headers)
+
+
+def _int(query: Mapping[str, str], name: str, default: int | None, low: int, high: int) -> Any:
+    text = query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise PageError(400, f"{name} must be a whole number, got {text[:40]!r}") from None
+    if not low <= value <= high:
+        raise PageError(400, f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+class Pages:
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        snapshots: Callable[[], Sequence[StoreSnapshot]],
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.snapshots = snapshots
+        self.clock = clock
+        self.reader = RunReader()
+
+    def options(self) -> StatusOptions:
+        return StatusOptions.from_config(self.config())
+
+    def _stores(self) -> dict[str, StoreConfig]:
+        stores = {store.name: store for store in self.config().stores}
+        self.reader.forget_others(set(stores))
+        return stores
+
+    # -- the status page --------------------------------------------------------------------
+
+    async def status_api(self, _request: web.Request) -> web.Response:
+        current, now, options = self.snapshots(), self.clock(), self.options()
+
+        def produce() -> bytes:
+            return render_json(build_status(current, now, options))
+
+        return respond(await _maybe_thread(current, produce), JSON)
+
+    async def status_page(self, request: web.Request) -> web.Response:
+        try:
+            return await self._status_page(request)
+        except PageError as exc:
+            return self._error_page(exc, self.options())
+
+    async def _status_page(self, request: web.Request) -> web.Response:
+        current, now, options = self.snapshots(), self.clock(), self.options()
+        stores = self._stores()
+        query = " ".join(request.query.get("q", "").split())[:200]
+        page = _int(request.query, "page", 1, 1, 1_000_000)
+        per_page = _int(request.query, "per_page", PER_PAGE, 1, MAX_PER_PAGE)
+        pagers: dict[str, dict[str, Any]] = {}
+
+        def select(snapshot: StoreSnapshot) -> Sequence[JobView]:
+            visible, pagers[snapshot.jobstore] = paginate(
+                snapshot.jobs, query, page, per_page, snapshot.jobstore
+            )
+            return visible
+
+        def model() -> dict[str, Any]:
+            return build_status(current, now, options, select)
+
+        status = await _maybe_thread(current, model)
+        strips: dict[str, Mapping[str, Any]] = {}
+        backups: dict[str, Any] = {}
+        for snapshot, store in zip(current, status["jobstores"], strict=True):
+            config = stores.get(snapshot.jobstore)
+            if config is None:
+                continue
+            if snapshot.history is not None and store["jobs"]:
+                ids = [job["job_id"] for job in store["jobs"]]
+                try:
+                    strips[snapshot.jobstore] = await self.reader.latest(config, ids, STRIP_RUNS)
+                except PageQueryError as exc:
+                    log.debug("status page: no run strips for %s: %s", snapshot.jobstore, exc)
+            backups[snapshot.jobstore] = await self._recent_backups(config, snapshot, options, now)
+        view = {
+            "filter": query,
+            "pages": pagers,
+            "strips": strips,
+            "strip_runs": STRIP_RUNS,
+            "backups": backups,
+            "failures_shown": FAILURES_SHOWN,
+        }
+
+        def html() -> bytes:
+            return _page(
+                "status.html", options, now, title=status["headline"], model=status, view=view
+            )
+
+        return respond(await _maybe_thread(current, html), HTML)
+
+    async def _recent_backups(
+        self, store: StoreConfig, snapshot: StoreSnapshot, options: StatusOptions, now: float
+    ) -> dict[str, Any] | None:
+        job_id = options.backup_job_id(store.name)
+        has_runs = any(item.job_id == job_id for item in snapshot.history or ())
+        if not has_runs and store.backup_dir is None:
+            return None
+        runs: list[dict[str, Any]] = []
+        files = None
+        try:
+            if has_runs:
+                latest = await self.reader.latest(store, [job_id], BACKUP_RUNS)
+                runs = [jobmodel.run_row(run, True) for run in latest.get(job_id, ())]
+            if store.backup_dir is not None:
+                directory = store.backup_dir
+                found = await self.reader.call(
+                    store, ("files",), lambda: recent_files(directory, BACKUP_FILES)
+                )
+                files = [{**item, "age": max(0.0, now - item["mtime"])} for item in found]
+        except (PageQueryError, OSError) as exc:
+            log.debug("status page: recent backups of %s: %s", store.name, exc)
+        if not runs and files is None:
+            return None
+        return {"job_id": job_id, "runs": runs, "files": files}
+
+    # -- job pages --------------------------------------------------------------------------
+
+    def _find(self, request: web.Request) -> tuple[StoreConfig, StoreSnapshot, JobView]:
+        name, job_id = request.match_info["jobstore"], request.match_info["job_id"]
+        store = self._stores().get(name)
+        snapshot = next((s for s in self.snapshots() if s.jobstore == name), None)
+        if store is None or snapshot is None:
+            raise PageError(404, f"no job store named {name!r} is configured")
+        if not snapshot.ever_succeeded:
+            raise PageError(503, f"the job store {name!r} has not been read yet; try again soon")
+        job = next((j for j in snapshot.jobs if j.id == job_id), None)
+        if job is None:
+            raise PageError(404, f"no job {job_id!r} in the job store {name!r} at the last poll")
+        return store, snapshot, job
+
+    async def _card(
+        self, store: StoreConfig, snapshot: StoreSnapshot, job: JobView, now: float
+    ) -> dict[str, Any]:
+        decoded: DecodedJob | None = None
+        if job.decoded:
+            try:
+                state = await self.reader.job_state(store, job.id)
+                decoded = await asyncio.to_thread(_decode, state)
+            except PageQueryError as exc:
+                log.debug("job page: job_state of %r not read: %s", job.id, exc)
+        options = self.options()
+        overdue = job in overdue_jobs(snapshot, options.default_grace)
+        return jobmodel.job_card(store.name, job, decoded, overdue, now)
+
+    async def _stats(self, store: StoreConfig, job: JobView, now: float) -> dict[str, Any]:
+        rows = await self.reader.for_stats(store, job.id)
+        return jobmodel.job_stats(job.id, rows, now, truncated=len(rows) >= STATS_ROWS)
+
+    async def job_page(self, request: web.Request) -> web.Response:
+        options, now = self.options(), self.clock()
+        try:
+            store, snapshot, job = self._find(request)
+        except PageError as exc:
+            return self._error_page(exc, options)
+        card = await self._card(store, snapshot, job, now)
+        hide = options.hide_run_errors
+        history_error = None
+        stats: dict[str, Any] = {}
+        rows: list[dict[str, Any]] = []
+        timeline: dict[str, Any] = {}
+        next_page = None
+        try:
+            page = await self.reader.runs(store, job.id, jobmodel.TIMELINE_RUNS)
+            stats = await self._stats(store, job, now)
+            rows = [jobmodel.run_row(run, hide) for run in page.runs]
+            timeline = jobmodel.timeline(list(reversed(page.runs)), now)
+            if page.next_before is not None:
+                next_page = "?".join(
+                    (
+                        runs_api_path(store.name, job.id),
+                        urlencode({"limit": DEFAULT_LIMIT, "before": page.next_before}),
+                    )
+                )
+        except Busy as exc:
+            return self._error_page(PageError(503, str(exc)), options)
+        except PageQueryError as exc:
+            history_error = str(exc)
+        running = next((r for r in snapshot.history or () if r.job_id == job.id), None)
+        body = await asyncio.to_thread(
+            _page,
+            "job.html",
+            options,
+            now,
+            title=f"{job.id} · job",
+            card=card,
+            stats=stats,
+            runs=rows,
+            timeline=timeline,
+            next_page=next_page,
+            hide_errors=hide,
+            history_error=history_error,
+            running=jobmodel.last_run(running) if running and running.running else None,
+        )
+        return respond(body, HTML)
+
+    async def job_api(self, request: web.Request) -> web.Response:
+        now = self.clock()
+        try:
+            store, snapshot, job = self._find(request)
+            card = await self._card(store, snapshot, job, now)
+            stats = await self._stats(store, job, now)
+        except PageError as exc:
+            return _json_error(exc.status, exc.message)
+        except Busy as exc:
+            return _json_error(503, str(exc))
+        except PageQueryError as exc:
+            return _json_error(502, f"history not readable: {exc}")
+        model = {"job": card, "stats": stats, **when_now(now)}
+        return respond(render_json(model), JSON)
+
+    async def runs_api(self, request: web.Request) -> web.Response:
+        try:
+            store, _snapshot, job = self._find(request)
+            limit = _int(request.query, "limit", DEFAULT_LIMIT, 1, 1_000_000)
+            before = _int(request.query, "before", None, 1, 2**63 - 1)
+            page = await self.reader.runs(store, job.id, min(limit, MAX_LIMIT), before)
+        except PageError as exc:
+            return _json_error(exc.status, exc.message)
+        except Busy as exc:
+            return _json_error(503, str(exc))
+        except PageQueryError as exc:
+            return _json_error(502, f"history not readable: {exc}")
+        hide = self.options().hide_run_errors
+        model = {
+            "runs": [jobmodel.run_json(run, hide) for run in page.runs],
+            "next": page.next_before,
+        }
+        return respond(render_json(model), JSON)
+
+    def _error_page(self, exc: PageError, options: StatusOptions) -> web.Response:
+        heading = {404: "Not found", 400: "Bad request"}.get(exc.status, "Not available")
+        body = _page(
+            "missing.html",
+            options,
+            self.clock(),
+            refresh=False,
+            title=heading,
+            heading=heading,
+            message=exc.message,
+            css="bad" if exc.status != 503 else "warn",
+        )
+        response = respond(body, HTML, exc.status)
+        if exc.status == 503:
+            response.headers["Retry-After"] = "5"
+        return response
+
+
+def when_now(now: float) -> dict[str, Any]:
+    return jobmodel.when("generated_at", now)
+
+
+def _decode(state: bytes | None) -> DecodedJob | None:
+    if state is None:
+        return None
+    try:
+        return decode_job_state(state)
+    except UndecodableJob:
+        return None
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    body = json.dumps({"error": message}, ensure_ascii=False) + "\n"
+    response = respond(body, JSON, status)
+    if status == 503:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+def _page(
+    template: str, options: StatusOptions, now: float, refresh: bool = True, **context: Any
+) -> bytes:
+    seconds = options.refresh_seconds if refresh else None
+    generated = when({"t": jobmodel.iso(now), "t_unix": now}, "t", now, relative=False)
+    return render(
+        template, refresh=seconds, now=now, version=__version__, generated=generated, **context
+    ).encode()
+
+
+async def _maybe_thread(current: Sequence[StoreSnapshot], work: Callable[[], Any]) -> Any:
+    """Large stores render in a worker thread (like ``/metrics``); small ones inline."""
+    if sum(len(snapshot.jobs) for snapshot in current) > THREAD_ABOVE_JOBS:
+        return await asyncio.to_thread(work)
+    return work()
+
+
+def paginate(
+    jobs: Sequence[JobView], query: str, page: int, per_page: int, jobstore: str
+) -> tuple[Sequence[JobView], dict[str, Any]]:
+    """The jobs matching ``query`` (case-insensitive, in id or name) on ``page``; and the pager:
+    counts and the links to the neighbouring pages (which keep the filter)."""
+    needle = query.casefold()
+    matching = (
+        [job for job in jobs if needle in job.id.casefold() or needle in job.name.casefold()]
+        if needle
+        else jobs
+    )
+    pages = max(1, math.ceil(len(matching) / per_page))
+    page = min(page, pages)
+    start = (page - 1) * per_page
+    visible = matching[start : start + per_page]
+
+    def link(number: int) -> str:
+        params: dict[str, Any] = {"page": number}
+        if query:
+            params["q"] = query
+        if per_page != PER_PAGE:
+            params["per_page"] = per_page
+        return f"/?{urlencode(params)}#store-{quote(jobstore, safe='')}"
+
+    return visible, {
+        "filter": query,
+        "page": page,
+        "pages": pages,
+        "matching": len(matching),
+        "first": start + 1 if visible else 0,
+        "last": start + len(visible),
+        "previous": link(page - 1) if page > 1 else None,
+        "next": link(page + 1) if page < pages else None,
+    }
