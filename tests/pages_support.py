@@ -7,7 +7,7 @@ import asyncio
 import json
 import pickle
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -129,9 +129,10 @@ class App:
         return json.loads(text)
 
 
-async def serve(config: Config) -> AsyncIterator[App]:
-    """The real app over ``config``; yields once every store was polled."""
-    sidecar = Sidecar(config, [StorePoller(store) for store in config.stores])
+async def serve(config: Config, loader: Callable[[], Config] | None = None) -> AsyncIterator[App]:
+    """The real app over ``config`` (reloadable with ``loader``); yields once every store was
+    polled."""
+    sidecar = Sidecar(config, [StorePoller(store) for store in config.stores], loader=loader)
     server = TestServer(create_app(sidecar), host="127.0.0.1")
     await server.start_server()
     try:
@@ -174,7 +175,7 @@ class Page(HTMLParser):
         return [
             a
             for t, a in self.tags
-            if t == tag and all(a.get(k.rstrip("_")) == v for k, v in attrs.items())
+            if t == tag and all(a.get(k.replace("_", "-")) == v for k, v in attrs.items())
         ]
 
     def classes(self, tag: str) -> list[str]:

@@ -9,6 +9,7 @@ and render in a real browser (headless Chromium) as a non-blank page, in light a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -26,12 +27,15 @@ import sqlalchemy as sa
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from apscheduler.triggers.cron import CronTrigger
+from pages_support import Page as PagesPage
+from pages_support import Runs, many_jobs, serve
 from stores import SEED_JOBS, write_jobs
 from support import Database, need_server
 from test_history_reader import History, ts
 
 from exporter.check import assess
 from exporter.config import load_config
+from exporter.kit.backup import backup_database
 from exporter.poller import StorePoller
 from exporter.server import create_app
 from exporter.snapshot import JobRuns, JobView, SourceStatus, StoreSnapshot
@@ -424,3 +428,121 @@ async def test_page_renders_in_headless_chromium(app: Running, tmp_path: Path) -
     _, light_bg, _, _ = picture(light)
     _, dark_bg, _, _ = picture(dark)
     assert sum(light_bg) > 600 and sum(dark_bg) < 150  # prefers-color-scheme is honoured
+
+
+# -- links, filter, pagination, run strips, backups, headline, reload ---------------------------
+
+
+async def test_filter_pagination_and_run_strips(sqlite_db: Database) -> None:
+    many_jobs(sqlite_db.url, 120)
+    runs = Runs(sqlite_db.url)
+    for n, status in enumerate(["success"] * 22 + ["failed", "missed", "success"]):
+        runs.add("job_00007", status, 3000 - n * 60, 1.0)
+    runs.close()
+    async for app in serve(load_config(db_url=sqlite_db.url, poll_interval=3600)):
+        _, _, text = await app.get("/")
+        page = PagesPage(text)
+        rows = [a["href"] for a in page.find("a") if (a.get("href") or "").startswith("/jobs/")]
+        assert len(rows) == 50 and rows[0] == "/jobs/default/job_00000"
+        assert "1–50 of 120 jobs (120 in default)" in page.words()
+        assert "page 1 of 3" in page.words()
+        [following] = page.find("a", rel="next")
+        # The next page, as a browser follows the link.
+        _, _, text = await app.get(str(following["href"]).split("#")[0])
+        second = PagesPage(text)
+        hrefs = [a["href"] for a in second.find("a") if (a.get("href") or "").startswith("/jobs/")]
+        assert hrefs[0] == "/jobs/default/job_00050" and "page 2 of 3" in second.words()
+        # The strip: the newest 20 runs of job_00007, oldest left; other jobs have none.
+        [strip] = [a for a in page.find("span") if a.get("class") == "strip"]
+        assert strip["aria-label"] == "last 20 runs, newest last: " + ", ".join(
+            ["success", "missed", "failed"] + ["success"] * 17
+        )
+        marks = [c for c in page.classes("i") if c.startswith("r-")]
+        assert marks[-3:] == ["r-failed", "r-missed", "r-success"] and len(marks) == 20
+        # The filter: id or name, any case; pagination keeps it.
+        _, _, text = await app.get("/?q=TENANT+0001")
+        found = PagesPage(text)
+        ids = [a["href"] for a in found.find("a") if (a.get("href") or "").startswith("/jobs/")]
+        assert ids == [f"/jobs/default/job_{n:05d}" for n in range(10, 20)]
+        assert "10 jobs matching “TENANT 0001”" in found.words()
+        assert found.find("input", name="q", value="TENANT 0001")
+        _, _, text = await app.get("/?q=job_&per_page=40&page=3")
+        last = PagesPage(text)
+        assert "page 3 of 3" in last.words()
+        assert [a["href"] for a in last.find("a", rel="prev")] == [
+            "/?page=2&q=job_&per_page=40#store-default"
+        ]
+        # A bad page number is one line, not a stack trace.
+        code, _, text = await app.get("/?page=zero")
+        assert code == 400 and "page must be a whole number, got 'zero'" in PagesPage(text).words()
+        # The JSON keeps every job.
+        status = await app.json("/api/status")
+        assert len(status["jobstores"][0]["jobs"]) == 120
+
+
+async def test_headline_is_not_healthy_while_a_source_is_down(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    write_jobs(sqlite_db.url)
+    Runs(sqlite_db.url).close()  # the kit's tables, as the demo has them
+    add_heartbeats(sqlite_db)
+    missing = tmp_path / "backups"  # the demo's first minutes: the directory is not there yet
+    config = load_config(db_url=sqlite_db.url, poll_interval=3600, backup_dir=missing)
+    async for app in serve(config):
+        status = await app.json("/api/status")
+        assert status["healthy"] is True  # the scheduler itself is fine (as `check` says)
+        [down] = status["sources_down"]
+        assert down["source"] == "backups" and "does not exist" in down["error"]
+        assert status["headline"] == "Schedulers running; not read: backups (default)"
+        _, _, text = await app.get("/")
+        page = PagesPage(text)
+        assert "All schedulers healthy" not in text
+        assert "Schedulers running; not read: backups (default)" in page.words()
+        # Once the directory is there, the headline says healthy again.
+        missing.mkdir()
+        await asyncio.to_thread(app.sidecar.pollers[0].poll)
+        status = await app.json("/api/status")
+        assert status["sources_down"] == [] and status["headline"] == "All schedulers healthy"
+
+
+async def test_backups_strip_lists_runs_and_verified_files(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    write_jobs(sqlite_db.url)
+    directory = tmp_path / "backups"
+    first = backup_database(sqlite_db.url, directory)
+    runs = Runs(sqlite_db.url)
+    runs.add("database_backup", "success", 7200, 3.0)
+    runs.add("database_backup", "failed", 3600, 1.0, error="disk full")
+    runs.close()
+    config = load_config(db_url=sqlite_db.url, poll_interval=3600, backup_dir=directory)
+    async for app in serve(config):
+        _, _, text = await app.get("/")
+        page = PagesPage(text)
+        words = page.words()
+        assert "Recent backups" in words and "Last 2 runs of database_backup" in words
+        assert first.path.name in words and "verified" in words
+        assert f"{first.path.stat().st_size:,} bytes" in words
+        badges = [c for c in page.classes("span") if c.startswith("badge s-")]
+        assert badges[:2] == ["badge s-failed", "badge s-success"]
+
+
+async def test_a_reload_changes_the_refresh_interval(sqlite_db: Database, tmp_path: Path) -> None:
+    write_jobs(sqlite_db.url)
+    file = tmp_path / "exporter.yaml"
+    file.write_text(f"poll_interval: 3600\ndb_url: '{sqlite_db.url}'\n")
+    loader = functools.partial(load_config, file)
+    async for app in serve(loader(), loader):
+
+        async def refresh(path: str) -> str | None:
+            _, _, text = await app.get(path)
+            [meta] = PagesPage(text).find("meta", http_equiv="refresh")
+            return meta["content"]
+
+        assert await refresh("/") == "300"
+        assert (await app.json("/api/status"))["refresh_seconds"] == 300
+        file.write_text(f"poll_interval: 20\ndb_url: '{sqlite_db.url}'\n")
+        await app.sidecar.reload()
+        assert await refresh("/") == "20"
+        assert await refresh("/jobs/default/cleanup_temp") == "20"
+        assert (await app.json("/api/status"))["refresh_seconds"] == 20
