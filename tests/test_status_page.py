@@ -27,8 +27,8 @@ import sqlalchemy as sa
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from apscheduler.triggers.cron import CronTrigger
+from pages_support import App, Runs, many_jobs, serve
 from pages_support import Page as PagesPage
-from pages_support import Runs, many_jobs, serve
 from stores import SEED_JOBS, write_jobs
 from support import Database, need_server
 from test_history_reader import History, ts
@@ -534,7 +534,7 @@ async def test_a_reload_changes_the_refresh_interval(sqlite_db: Database, tmp_pa
     loader = functools.partial(load_config, file)
     async for app in serve(loader(), loader):
 
-        async def refresh(path: str) -> str | None:
+        async def refresh(path: str, app: App = app) -> str | None:
             _, _, text = await app.get(path)
             [meta] = PagesPage(text).find("meta", http_equiv="refresh")
             return meta["content"]
