@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from exporter.cli_options import (
     ConfigFile,
@@ -31,6 +31,8 @@ from exporter.cli_options import (
     load_or_exit,
     pick_store,
 )
+from exporter.console import make_console
+from exporter.wording import ago, moment, run_duration, size
 
 backup_app = typer.Typer(
     name="backup",
@@ -96,8 +98,8 @@ def run(
         raise fail(f"backup failed: {exc}", 1) from None
     removed = f"; removed {len(result.removed)} old backups" if result.removed else ""
     typer.echo(
-        f"backup written: {result.path} ({_size(result.size)}, {result.verification}, "
-        f"{result.duration:.1f} s){removed}"
+        f"backup written: {result.path} ({size(result.size)}, {result.verification}, "
+        f"{run_duration(result.duration)}){removed}"
     )
 
 
@@ -167,13 +169,16 @@ def list_backups(
 
 
 def _render(rows: list[dict[str, Any]], directories: list[Path]) -> None:
-    console = Console(highlight=False)
+    """One line per file; on a terminal a long state detail is cut with "…" to fit."""
+    console = make_console()
     if not rows:
         console.print(f"no backup files in {', '.join(map(str, directories))}", markup=False)
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("file", "taken (UTC)", "age", "size", "state"):
-        table.add_column(column, justify="right" if column in ("age", "size") else "left")
+    for column in ("file", "taken (UTC)", "age", "size"):
+        right = column in ("age", "size")
+        table.add_column(column, justify="right" if right else "left", no_wrap=column != "file")
+    table.add_column("state", no_wrap=True, overflow="ellipsis", ratio=1)
     for row in rows:
         taken = datetime.fromisoformat(row["taken_at"]).astimezone(UTC)
         state = (
@@ -182,11 +187,11 @@ def _render(rows: list[dict[str, Any]], directories: list[Path]) -> None:
             else (f"{row['state']}: {row['detail']}")
         )
         table.add_row(
-            row["file"],
-            taken.strftime("%Y-%m-%d %H:%M:%S"),
-            _age(row["age_seconds"]),
-            _size(row["size_bytes"]),
-            state,
+            Text(row["file"]),
+            moment(taken),
+            ago(row["age_seconds"]),
+            size(row["size_bytes"]),
+            Text(state),
         )
     console.print(table)
 
@@ -207,24 +212,3 @@ def verify_file(
         return
     typer.echo(f"CORRUPT: {file}: {check.detail}")
     raise typer.Exit(1)
-
-
-def _size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"  # pragma: no cover
-
-
-def _age(seconds: float) -> str:
-    if seconds < 0:
-        return "in the future"
-    minutes = int(seconds // 60)
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h {minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h"

@@ -2,6 +2,12 @@
 
 The verdict is computed once (:func:`assess`) and then rendered either as the Rich tree
 operators know from the seed or as JSON for scripts, so both always agree.
+
+Past-due jobs mean two different things. When every scheduler process's last heartbeat says
+``stopped``, the scheduler was shut down on purpose and its jobs simply wait for the next start
+("Scheduler stopped"); otherwise a scheduler that should be running is not firing them
+("Scheduler stalled"). Both exit 1, but an operator acts differently on each. "Upcoming" lists
+only runs still in the future; past-due runs are listed as overdue, never as upcoming.
 """
 
 from __future__ import annotations
@@ -15,6 +21,11 @@ from rich.console import Console
 from rich.text import Text
 
 from exporter.snapshot import JobView, StoreSnapshot, overdue_jobs
+from exporter.wording import ago, span, until
+
+# Kept under their old names: the status page words durations through these.
+humanize_span = span
+humanize_until = until
 
 UPCOMING = 3
 
@@ -32,6 +43,7 @@ class Assessment:
     upcoming: list[JobView] = field(default_factory=list)
     overdue: list[JobView] = field(default_factory=list)
     error: str | None = None
+    state: str = "running"  # running | stalled | stopped | unreachable
 
 
 def assess(snapshot: StoreSnapshot, default_grace: float = 60.0) -> Assessment:
@@ -49,20 +61,35 @@ def assess(snapshot: StoreSnapshot, default_grace: float = 60.0) -> Assessment:
             0,
             0,
             error=error,
+            state="unreachable",
         )
     total = len(snapshot.jobs)
     overdue = overdue_jobs(snapshot, default_grace)
     upcoming = sorted(
-        (job for job in snapshot.jobs if job.next_run_time is not None),
+        (
+            job
+            for job in snapshot.jobs
+            if job.next_run_time is not None and job.next_run_time >= snapshot.taken_at
+        ),
         key=lambda job: job.next_run_time or 0.0,
     )[:UPCOMING]
-    if overdue:
+    stopped_at = _stopped_at(snapshot)
+    tasks = f"{total} task{'s' if total != 1 else ''}"
+    if stopped_at is not None:
+        state = "stopped"
+        when = ago(snapshot.taken_at - stopped_at)
+        waiting = f": {len(overdue)} of {total} tasks due, waiting for a start" if overdue else ""
+        message = f"Scheduler stopped {when} with {tasks}{waiting}"
+    elif overdue:
+        state = "stalled"
         message = f"Scheduler stalled: {len(overdue)} of {total} tasks overdue"
     else:
-        message = f"Scheduler running with {total} task{'s' if total != 1 else ''}"
+        state = "running"
+        message = f"Scheduler running with {tasks}"
     return Assessment(
         jobstore=snapshot.jobstore,
-        healthy=not overdue,
+        healthy=state == "running",
+        state=state,
         reachable=True,
         message=message,
         total=total,
@@ -74,19 +101,14 @@ def assess(snapshot: StoreSnapshot, default_grace: float = 60.0) -> Assessment:
     )
 
 
-def humanize_until(seconds: float) -> str:
-    """``→ in 5h`` style: the largest whole unit, like the seed's tree."""
-    if seconds < 0:
-        return f"overdue by {humanize_span(-seconds)}"
-    return f"in {humanize_span(seconds)}"
-
-
-def humanize_span(seconds: float) -> str:
-    """The largest whole unit of a duration: ``42s``, ``12m``, ``5h``, ``3d``."""
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
+def _stopped_at(snapshot: StoreSnapshot) -> float | None:
+    """When the scheduler was shut down on purpose: every process's last heartbeat says
+    ``stopped`` (the kit writes it at a clean shutdown). None while any process runs, or when
+    the store has no heartbeats (then past-due jobs can only mean a stall)."""
+    beats = snapshot.heartbeats
+    if not beats or any(beat.state != "stopped" for beat in beats):
+        return None
+    return max(beat.last_seen for beat in beats)
 
 
 def render_tree(
@@ -96,13 +118,21 @@ def render_tree(
     now = time.time() if now is None else now
     several = len(results) > 1
     for result in results:
-        mark, style = ("✓", "green") if result.healthy else ("✗", "red")
+        mark, style = _MARKS[result.state]
         title = "scheduler" + (f" ({result.jobstore})" if several else "")
-        console.print(Text.assemble((f"{mark} ", style), (f"{title:<17} ", "bold"), result.message))
+        line = Text.assemble((f"{mark} ", style), (f"{title:<17} ", "bold"), result.message)
+        console.print(line, soft_wrap=not console.is_terminal)
         if detailed and result.reachable:
-            for line in _branches(_task_nodes(result, now), "  "):
-                console.print(line)
+            for branch in _branches(_task_nodes(result, now), "  "):
+                console.print(branch, soft_wrap=not console.is_terminal)
 
+
+_MARKS = {
+    "running": ("✓", "green"),
+    "stopped": ("■", "yellow"),
+    "stalled": ("✗", "red"),
+    "unreachable": ("✗", "red"),
+}
 
 Node = tuple[Text, list["Node"]]
 
@@ -114,7 +144,10 @@ def _task_nodes(result: Assessment, now: float) -> list[Node]:
         children.append((Text(warning, style="yellow"), []))
     if result.overdue:
         late: list[Node] = [(Text(_job_line(job, now)), []) for job in result.overdue]
-        children.append((Text(f"Overdue Tasks ({len(result.overdue)}):", style="red"), late))
+        label, style = (
+            ("Due While Stopped", "yellow") if result.state == "stopped" else ("Overdue", "red")
+        )
+        children.append((Text(f"{label} Tasks ({len(result.overdue)}):", style=style), late))
     if result.upcoming:
         soon: list[Node] = [(Text(_job_line(job, now)), []) for job in result.upcoming]
         children.append((Text(f"Upcoming Tasks (Next {len(result.upcoming)}):"), soon))
@@ -134,7 +167,7 @@ def _branches(nodes: list[Node], prefix: str) -> list[Text]:
 
 def _job_line(job: JobView, now: float) -> str:
     schedule = job.schedule or ("undecodable job_state" if not job.decoded else "unknown")
-    when = humanize_until((job.next_run_time or now) - now)
+    when = until((job.next_run_time or now) - now)
     return f"{job.id}: {schedule} → {when}"
 
 
@@ -147,6 +180,7 @@ def to_json(results: list[Assessment], now: float | None = None) -> dict[str, An
             {
                 "jobstore": r.jobstore,
                 "healthy": r.healthy,
+                "state": r.state,
                 "reachable": r.reachable,
                 "message": r.message,
                 "error": r.error,

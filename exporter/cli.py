@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from exporter import __version__
 from exporter.cli_options import (
@@ -35,6 +34,7 @@ from exporter.cli_options import (
     pick_store,
 )
 from exporter.config import ConfigError, load_config
+from exporter.console import make_console
 
 app = typer.Typer(
     name="jobstore-exporter",
@@ -202,7 +202,7 @@ def check(
     setup_logging("error", cfg.secrets)  # the verdict is the output; warnings would clutter it
     results = []
     for store in cfg.stores:
-        poller = StorePoller(store, with_history=False)
+        poller = StorePoller(store, with_history=False, with_heartbeats=True)
         try:
             results.append(assess(poller.poll(), cfg.settings.overdue_grace))
         finally:
@@ -210,7 +210,7 @@ def check(
     if as_json:
         typer.echo(json.dumps(to_json(results), indent=2))
     else:
-        render_tree(results, Console(highlight=False), detailed=detailed)
+        render_tree(results, make_console(), detailed=detailed)
     raise typer.Exit(exit_code(results))
 
 
@@ -265,11 +265,10 @@ def history(
             )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback with a URL in it
         message = describe_error(exc, store.display_url, store.secrets)
-        err.print(f"jobstore-exporter: cannot read history: {message}", markup=False)
-        raise typer.Exit(2) from None
+        raise fail(f"cannot read history: {message}", 2) from None
     finally:
         engine.dispose()
-    console = Console(highlight=False)
+    console = make_console()
     if stats:
         figures = report.job_stats(runs)
         if as_json:
@@ -308,8 +307,36 @@ app.add_typer(backup_app, name="backup")
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    On a terminal, Typer reports usage mistakes in its Rich panel. Off a terminal (a probe, a
+    log, a pipe) the panel would wrap at 80 columns and split one mistake over several lines,
+    so the mistake is reported as one ``jobstore-exporter: ...`` line on stderr instead, with
+    the same exit code (2 for a usage error).
+    """
     try:
-        app()
+        if err.is_terminal:
+            app()
+            return
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(1)
+    except typer.TyperException as exc:
+        sys.exit(_usage_error(exc))
     except BrokenPipeError:  # e.g. `jobstore-exporter check --json | head`
         sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    """Print a Click usage error as one line naming the command and where help is."""
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        typer.echo(ctx.get_help())  # `jobstore-exporter` alone: the help, as on a terminal
+        return int(getattr(exc, "exit_code", 2))
+    format_message = getattr(exc, "format_message", None)
+    message = " ".join((format_message() if format_message else str(exc)).split())
+    where = f"{ctx.command_path}: " if ctx is not None else ""
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    err.print(f"{where}{message}{hint}", markup=False, soft_wrap=True)
+    return int(getattr(exc, "exit_code", 2))

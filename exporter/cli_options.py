@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from exporter.config import Config, ConfigError, StoreConfig, load_config
+from exporter.console import make_console
 
-err = Console(stderr=True, highlight=False)
+err = make_console(stderr=True)
 
 ConfigFile = Annotated[
     Path | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,9 +17,11 @@ from typing import Any
 import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from exporter.config import StoreConfig
 from exporter.tables import as_utc
+from exporter.wording import moment, run_duration
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -160,47 +163,65 @@ def _percentile(values: list[float], q: float) -> float | None:
     return values[max(0, math.ceil(q * len(values)) - 1)]
 
 
-def seconds_text(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 1:
-        return f"{value * 1000:.0f} ms"
-    if value < 120:
-        return f"{value:.2f} s"
-    return f"{value / 60:.1f} min"
-
-
-def _when(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
 _STYLE = {"success": "green", "failed": "red", "missed": "yellow", "skipped": "yellow"}
 
 
 def render_runs(runs: list[Run], console: Console) -> None:
+    """One row per run, and one line per row: on a terminal the error is cut with "…" to what
+    the width leaves it (``--json`` has it whole); off a terminal the console never wraps, so a
+    row is one line whatever its length, ready for ``grep``."""
+    rows = [
+        (
+            run.job_id,
+            run.status,
+            moment(run.started or run.scheduled),
+            run_duration(run.duration),
+            (run.error or "").splitlines()[0] if run.error else "",
+        )
+        for run in runs
+    ]
     table = Table(title="Job executions (UTC)", title_justify="left")
-    for name in ("job", "status", "started", "duration", "error"):
-        table.add_column(name, overflow="fold", justify="right" if name == "duration" else "left")
-    for run in runs:
-        status = f"[{_STYLE.get(run.status, 'cyan')}]{run.status}[/]"
-        error = (run.error or "").splitlines()[0][:120] if run.error else ""
+    headers = ("job", "status", "started", "duration", "error")
+    for name in headers:
+        table.add_column(name, no_wrap=True, justify="right" if name == "duration" else "left")
+    room = _error_room(rows, headers, console) if console.is_terminal else None
+    for job_id, status, started, duration, error in rows:
+        text = Text(error)
+        if room is not None:
+            text.truncate(room, overflow="ellipsis")
         table.add_row(
-            run.job_id, status, _when(run.started or run.scheduled), seconds_text(run.duration),
-            error,
-        )  # fmt: skip
+            Text(job_id), Text(status, style=_STYLE.get(status, "cyan")), started, duration, text
+        )
     console.print(table)
     if not runs:
         console.print("no executions match")
 
 
+def _error_room(rows: Sequence[tuple[str, ...]], headers: tuple[str, ...], console: Console) -> int:
+    """Cells the error column may use on this terminal: the width less the other columns,
+    their padding (one cell each side) and the box's vertical lines."""
+    others = [
+        max([len(headers[index])] + [len(row[index]) for row in rows])
+        for index in range(len(headers) - 1)
+    ]
+    used = sum(others) + 2 * len(headers) + len(headers) + 1
+    return max(len(headers[-1]), console.width - used)
+
+
 def render_stats(stats: list[JobStats], console: Console) -> None:
     table = Table(title="Per-job statistics (UTC)", title_justify="left")
     for name in ("job", "runs", "failure rate", "p50", "p95", "max", "last success"):
-        table.add_column(name, justify="left" if name in ("job", "last success") else "right")
+        table.add_column(
+            name,
+            justify="left" if name in ("job", "last success") else "right",
+            no_wrap=name != "job",
+            overflow="fold" if name == "job" else "ellipsis",
+        )
     for item in stats:
         table.add_row(
-            item.job_id, str(item.runs), f"{item.failure_rate:.1%}", seconds_text(item.p50),
-            seconds_text(item.p95), seconds_text(item.max), _when(item.last_success),
+            Text(item.job_id), str(item.runs), f"{item.failure_rate:.1%}",
+            run_duration(item.p50), run_duration(item.p95), run_duration(item.max),
+            moment(item.last_success),
         )  # fmt: skip
     console.print(table)
 

@@ -65,6 +65,7 @@ class StorePoller:
         engine: sa.Engine | None = None,
         heartbeat_forget_after: float = 3600.0,
         with_history: bool = True,
+        with_heartbeats: bool | None = None,
         selector: JobSelector | None = None,
     ) -> None:
         self.store = store
@@ -74,8 +75,10 @@ class StorePoller:
         self.readers: dict[str, Reader] = {"jobs": self._read_jobs(jobs, selector)}
         if with_history:
             history = HistorySource(store)
-            beats = HeartbeatSource(store, heartbeat_forget_after)
             self.readers["history"] = self._read_history(history)
+        if with_history if with_heartbeats is None else with_heartbeats:
+            # `check` reads them without history: a stopped scheduler is not a stalled one.
+            beats = HeartbeatSource(store, heartbeat_forget_after)
             self.readers["heartbeats"] = lambda conn, now: {"heartbeats": beats.read(conn, now)}
         # Read even when the database is unreachable: the files are there or not regardless.
         self.file_readers: dict[str, FileReader] = {}

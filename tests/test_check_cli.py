@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from stores import write_jobs
+from stores import SEED_JOBS, write_jobs
 from support import Database
 
 
@@ -94,3 +94,68 @@ def test_bad_config_exits_2(tmp_path: Path) -> None:
     proc = check("--config", str(tmp_path / "absent.yaml"))
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("jobstore-exporter: config error: cannot read config")
+
+
+def _stopped_scheduler(db: Database) -> None:
+    """A real scheduler with heartbeats, started and shut down cleanly (heartbeat `stopped`)."""
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from exporter import instrument
+
+    store = SQLAlchemyJobStore(url=db.url)
+    scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
+    recorder = instrument(scheduler, db.url, heartbeat_interval=0.2)
+    scheduler.start()
+    try:
+        for spec in SEED_JOBS:
+            scheduler.add_job(replace_existing=True, **spec)
+    finally:
+        scheduler.shutdown()
+        recorder.close()
+        store.engine.dispose()
+
+
+def test_cleanly_stopped_scheduler_is_stopped_not_stalled(sqlite_db: Database) -> None:
+    _stopped_scheduler(sqlite_db)
+    engine = sqlite_db.engine()
+    with engine.begin() as conn:  # its daily backup came due while it was down
+        conn.execute(
+            sa.text("UPDATE apscheduler_jobs SET next_run_time = :t WHERE id = 'database_backup'"),
+            {"t": time.time() - 7200},
+        )
+    engine.dispose()
+    proc = check("--detailed", "--db-url", sqlite_db.url)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("■ scheduler")
+    assert "Scheduler stopped" in lines[0] and "stalled" not in proc.stdout
+    assert "1 of 3 tasks due, waiting for a start" in lines[0]
+    upcoming = proc.stdout.split("Upcoming Tasks")[1]
+    assert "database_backup" not in upcoming  # past-due is not upcoming
+    assert "Due While Stopped Tasks (1):" in proc.stdout
+    report = json.loads(check("--json", "--db-url", sqlite_db.url).stdout)
+    assert report["jobstores"][0]["state"] == "stopped"
+
+
+def test_upcoming_lists_only_future_runs(sqlite_db: Database) -> None:
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    lenient = {"func": "sample_jobs:noop", "trigger": IntervalTrigger(hours=1), "id": "lenient",
+               "misfire_grace_time": None}  # fmt: skip
+    write_jobs(sqlite_db.url, [*SEED_JOBS, lenient])
+    engine = sqlite_db.engine()
+    with engine.begin() as conn:  # due 10 s ago: within the grace, neither overdue nor upcoming
+        conn.execute(
+            sa.text("UPDATE apscheduler_jobs SET next_run_time = :t WHERE id = 'lenient'"),
+            {"t": time.time() - 10},
+        )
+    engine.dispose()
+    proc = check("--detailed", "--db-url", sqlite_db.url)
+    assert proc.returncode == 0, proc.stdout
+    assert "Upcoming Tasks (Next 3):" in proc.stdout
+    assert "lenient" not in proc.stdout
+    report = json.loads(check("--json", "--db-url", sqlite_db.url).stdout)
+    upcoming = {job["job_id"] for job in report["jobstores"][0]["upcoming"]}
+    assert upcoming == {"database_backup", "cleanup_temp", "report_gen"}
+    assert report["jobstores"][0]["state"] == "running"
