@@ -406,7 +406,13 @@ class SnapshotCollector(Collector):
             "History rows skipped as malformed (NULLs, unknown status, absurd duration...)",
             labels=["jobstore", "reason"],
         )
+        restarts = CounterMetricFamily(
+            "jobstore_exporter_poll_loop_restarts_total",
+            "Times a store's poll loop failed unexpectedly and was started again",
+            labels=JOBSTORE,
+        )
         for snap in snapshots:
+            restarts.add_metric([snap.jobstore], snap.poll_loop_restarts)
             for source in SOURCES:
                 status = snap.sources.get(source)
                 if status is None:
@@ -422,7 +428,17 @@ class SnapshotCollector(Collector):
                 excluded.add_metric([snap.jobstore, reason], count)
             for reason, count in sorted(snap.invalid_history_rows.items()):
                 invalid.add_metric([snap.jobstore, reason], count)
-        yield from (build, duration, source_up, last_ok, errors, undecodable, excluded, invalid)
+        yield from (
+            build,
+            duration,
+            source_up,
+            last_ok,
+            errors,
+            undecodable,
+            excluded,
+            invalid,
+            restarts,
+        )
 
 
 def _cumulative(stats: JobRuns) -> list[tuple[str, float]]:

@@ -4,14 +4,20 @@ The poller owns everything stateful about reading (engine, decode cache, history
 counts, backoff) so the snapshot it publishes can stay a plain value. Each source is read in turn
 over one short-lived connection and succeeds or fails on its own. When a source fails, the
 previous snapshot's data for it is kept, the source is marked down, the error is counted and
-logged as one line, and (for the job store) the next attempt waits longer, capped; the first poll
-that succeeds after an outage publishes fresh data and resets the wait.
+logged as one line, and the first poll that succeeds after an outage publishes fresh data.
+
+While the job store fails, full polls (and their log lines) back off, doubling up to
+``max_backoff``, so a struggling database is not hammered and the log stays readable. But the
+database is still asked once per poll interval whether it answers at all (a connect and
+``SELECT 1``), and a full poll follows as soon as it does: recovery shows within one interval,
+not after the backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -34,10 +40,27 @@ log = logging.getLogger(__name__)
 
 REPEAT_LOG_EVERY = 600.0
 """An optional source that keeps failing the same way is logged again only this often."""
+MAX_DOUBLINGS = 32
+"""The backoff exponent's cap: past it the wait is max_backoff anyway, and an uncapped exponent
+overflows a float after 1,024 failures in a row (which would kill the poll loop)."""
 
 Reader = Callable[[sa.Connection, float], dict[str, Any]]
 FileReader = Callable[[float], dict[str, Any]]
 """A source read without the database connection (the backup directory)."""
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """The database did not answer (connection lost, lock or statement timeout), as opposed to
+    answering with an error (a missing table)."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError):
+        return True
+    text = str(exc.orig).lower()
+    return any(word in text for word in _UNANSWERED)
+
+
+_UNANSWERED = ("database is locked", "timeout", "canceling statement", "max_statement_time")
 
 
 def make_pollers(config: Config) -> list[StorePoller]:
@@ -87,11 +110,21 @@ class StorePoller:
             self.file_readers["backups"] = lambda now: {"backup_files": backups.read(now)}
         self.snapshot = StoreSnapshot(jobstore=store.name, taken_at=clock())
         self.failures_in_row = 0
+        self.interval, self.max_backoff = 15.0, 120.0  # the defaults; ``run`` sets them
+        self.unreachable = False  # the last failure was connecting (or no answer at all)
+        self._next_full_poll = 0.0  # monotonic; while failing, full polls wait for this
+        self._outage_logged_at = -math.inf  # monotonic; stuck-poll lines are rate-limited
+        self._probe: asyncio.Future[bool] | None = None
         self._last_logged: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
-        # Each query is bounded by the statement timeout on the server; this bounds the whole
-        # poll from our side, for what the server cannot see (a black-holed connection).
-        self.deadline = store.statement_timeout * (len(self.readers) + 1) + 5.0
+
+    @property
+    def deadline(self) -> float:
+        """How long a poll may run before the store is reported down: one poll interval plus
+        one statement timeout. Each query is bounded by the statement timeout on the server;
+        this bounds the poll from our side, for what the server cannot see (a black-holed
+        connection), soon enough that ``apscheduler_up`` does not claim a silent store is up."""
+        return self.interval + self.store.statement_timeout
 
     @staticmethod
     def _read_jobs(source: JobStoreSource, selector: JobSelector | None) -> Reader:
@@ -142,10 +175,16 @@ class StorePoller:
                         updates.update(read(connection, self.clock()))
                     except Exception as exc:  # noqa: BLE001 - reported, never raised
                         statuses[name] = self._failed(name, exc, started)
+                        if _unanswered(exc):
+                            # The next reads would wait out the same lock or timeout: the
+                            # poll fails within one statement timeout, not one per source.
+                            connection_error = exc
+                            break
                     else:
                         statuses[name] = self._succeeded(name, started)
         except Exception as exc:  # noqa: BLE001 - the connection itself failed
             connection_error = exc
+        self.unreachable = connection_error is not None
         now = self.clock()
         for name in self.readers:
             if name not in statuses:  # not reached: connecting failed, say so once per poll
@@ -166,6 +205,7 @@ class StorePoller:
         jobs_ok = statuses["jobs"].ok
         if jobs_ok and self.failures_in_row:
             log.info("jobstore %s: job store readable again", self.store.name)
+            self._outage_logged_at = -math.inf
         self.failures_in_row = 0 if jobs_ok else self.failures_in_row + 1
         self.snapshot = snapshot
         return snapshot
@@ -209,10 +249,12 @@ class StorePoller:
         log.warning("jobstore %s: %s poll failed: %s", self.store.name, label, message)
 
     def next_delay(self, interval: float, max_backoff: float) -> float:
-        """The poll interval, doubled per consecutive failure up to ``max_backoff``."""
+        """The wait before the next full poll: the poll interval, doubled per consecutive
+        failure up to ``max_backoff`` (the exponent is capped, so it never overflows)."""
         if not self.failures_in_row:
             return interval
-        return min(max(interval, max_backoff), interval * 2 ** (self.failures_in_row - 1))
+        doublings = min(self.failures_in_row - 1, MAX_DOUBLINGS)
+        return min(max(interval, max_backoff), interval * 2.0**doublings)
 
     async def run(
         self,
@@ -225,30 +267,83 @@ class StorePoller:
         A poll that misses its deadline is reported as failed right away (the snapshot must not
         go on claiming the store is up); its thread is left to finish or fail on its own, and
         until it does no new poll starts, so sources are never read by two threads at once.
+
+        Nothing ends the loop but cancellation: an unexpected error in one round is logged with
+        its traceback and counted (``jobstore_exporter_poll_loop_restarts_total``), and the loop
+        starts again after one interval.
         """
         self.interval, self.max_backoff = interval, max_backoff  # a reload may change them
         while True:
-            if self._lock.locked():
-                self.report_stuck("the previous poll is still waiting for the database")
-            else:
-                poll = asyncio.ensure_future(asyncio.to_thread(self.poll))
-                done, _ = await asyncio.wait({poll}, timeout=self.deadline)
-                if not done:
-                    self.report_stuck(f"no answer within {self.deadline:.0f} s")
-            if after_poll is not None:
-                after_poll()
-            await asyncio.sleep(self.next_delay(self.interval, self.max_backoff))
+            try:
+                await self._round()
+                if after_poll is not None:
+                    after_poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a poll loop must never die
+                log.exception("jobstore %s: poll loop failed; restarting it", self.store.name)
+                self.note_restart()
+            await asyncio.sleep(self.interval)
+
+    def note_restart(self) -> None:
+        """Count a poll loop that failed and was started again (it shows in the snapshot)."""
+        restarts = self.snapshot.poll_loop_restarts + 1
+        self.snapshot = replace(self.snapshot, poll_loop_restarts=restarts)
+
+    async def _round(self) -> None:
+        """One tick of the loop: a full poll, or while failing, a cheap check first."""
+        if self._lock.locked():
+            self.report_stuck("the previous poll is still waiting for the database")
+            return
+        backing_off = self.failures_in_row and time.monotonic() < self._next_full_poll
+        # Backing off: only ask whether the database answers; a full poll at once if it does
+        # and the outage was about reaching it (a failing query keeps its backoff).
+        if backing_off and not (self.unreachable and await self._answers()):
+            return
+        poll = asyncio.ensure_future(asyncio.to_thread(self.poll))
+        done, _ = await asyncio.wait({poll}, timeout=self.deadline)
+        if not done:
+            self.report_stuck(f"no answer within {self.deadline:.0f} s")
+        if self.failures_in_row:
+            delay = self.next_delay(self.interval, self.max_backoff)
+            self._next_full_poll = time.monotonic() + delay
+
+    async def _answers(self) -> bool:
+        """Whether the database takes a connection and answers ``SELECT 1`` within the
+        deadline. One check at a time: one that hangs (a black hole) is not joined by more."""
+        if self._probe is not None and not self._probe.done():
+            return False
+        self._probe = asyncio.ensure_future(asyncio.to_thread(self._ping))
+        done, _ = await asyncio.wait({self._probe}, timeout=self.deadline)
+        return bool(done) and self._probe.result()
+
+    def _ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
+        return True
 
     def report_stuck(self, reason: str) -> None:
-        """Mark every source failed because the database does not answer at all."""
+        """Mark every source failed because the database does not answer at all.
+
+        The data of the last good poll stays (its series go on being served); only the
+        statuses change, so ``apscheduler_up`` says 0. Logged once, then on the backoff's
+        schedule while it lasts.
+        """
         message = f"poll did not finish: {reason} ({self.store.display_url})"
-        log.warning("jobstore %s: %s", self.store.name, message)
+        now = time.monotonic()
+        if now - self._outage_logged_at >= self.next_delay(self.interval, self.max_backoff):
+            log.warning("jobstore %s: %s", self.store.name, message)
+            self._outage_logged_at = now
         snapshot = replace(self.snapshot, taken_at=self.clock())
         for name in self.readers:
             old = snapshot.sources.get(name, SourceStatus(ok=False))
             failed = replace(old, ok=False, errors_total=old.errors_total + 1, error=message)
             snapshot = snapshot.with_source(name, failed)
         self.failures_in_row += 1
+        self.unreachable = True
         self.snapshot = snapshot
 
     def close(self) -> None:

@@ -73,16 +73,34 @@ class Sidecar:
         )
 
     def start(self) -> None:
-        settings = self.config.settings
         for poller in self.pollers:
             if id(poller) not in self._tasks:
-                # Each poll starts rendering its body, so scrapes find it ready.
-                run = poller.run(
-                    settings.poll_interval,
-                    settings.max_backoff,
-                    after_poll=lambda: self.bodies.refresh_soon(),
-                )
-                self._tasks[id(poller)] = asyncio.create_task(run)
+                self._start_polling(poller)
+
+    def _start_polling(self, poller: StorePoller) -> None:
+        settings = self.config.settings
+        # Each poll starts rendering its body, so scrapes find it ready.
+        run = poller.run(
+            settings.poll_interval,
+            settings.max_backoff,
+            after_poll=lambda: self.bodies.refresh_soon(),
+        )
+        task = asyncio.create_task(run)
+        self._tasks[id(poller)] = task
+        task.add_done_callback(lambda done: self._restart_if_dead(poller, done))
+
+    def _restart_if_dead(self, poller: StorePoller, task: asyncio.Task[None]) -> None:
+        """A poll loop only ends when stopped; one that ended otherwise is counted and started
+        again, so a store is never silently left unpolled with its last snapshot frozen."""
+        if task.cancelled() or self._tasks.get(id(poller)) is not task:
+            return
+        log.error(
+            "jobstore %s: poll loop ended unexpectedly; restarting it",
+            poller.store.name,
+            exc_info=task.exception(),
+        )
+        poller.note_restart()
+        self._start_polling(poller)
 
     async def stop(self, pollers: Sequence[StorePoller] | None = None) -> None:
         for poller in list(self.pollers if pollers is None else pollers):

@@ -103,6 +103,7 @@ class StoreSnapshot:
     selected: tuple[JobView, ...] | None = None  # jobs with per-job series; None = all
     excluded: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     backup_files: BackupFiles | None = None  # None without backup_dir or before its first read
+    poll_loop_restarts: int = 0  # times this store's poll loop failed and was started again
 
     @property
     def series_jobs(self) -> tuple[JobView, ...]:
