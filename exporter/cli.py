@@ -101,6 +101,34 @@ def serve(
     max_jobs: Annotated[
         int | None, typer.Option("--max-jobs", help="Per-job series cap (default 20000).")
     ] = None,
+    web_header_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--web-header-timeout",
+            metavar="SECONDS",
+            help="Time a client has to send its request headers, TLS handshake included "
+            "(default 10).",
+            show_default=False,
+        ),
+    ] = None,
+    web_idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--web-idle-timeout",
+            metavar="SECONDS",
+            help="Close a kept-alive connection idle this long (default 60).",
+            show_default=False,
+        ),
+    ] = None,
+    web_max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--web-max-connections",
+            metavar="N",
+            help="Most open client connections (default 256).",
+            show_default=False,
+        ),
+    ] = None,
     enable_lifecycle: Annotated[
         bool | None,
         typer.Option(
@@ -142,6 +170,9 @@ def serve(
         "max_jobs": max_jobs,
         "enable_lifecycle": enable_lifecycle,
         "hide_run_errors": hide_run_errors,
+        "web_header_timeout": web_header_timeout,
+        "web_idle_timeout": web_idle_timeout,
+        "web_max_connections": web_max_connections,
     }
     cfg = load_or_exit(config, **flags)
     web = None

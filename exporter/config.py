@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     web_config_file: Path | None = None
     # POST /-/reload exists only when asked for, as Prometheus' --web.enable-lifecycle.
     enable_lifecycle: bool = False
+    # Connection limits of the HTTP listener (exporter/listener.py, docs/security.md).
+    web_header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    web_idle_timeout: float = Field(default=60.0, gt=0, le=86400)
+    web_max_connections: int = Field(default=256, ge=1, le=1_000_000)
     log_level: str = "info"
     hide_run_errors: bool = False  # keep stored error text off the status and job pages
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from aiohttp import web
 
 from exporter.config import Config, ConfigError
+from exporter.listener import Connections, FixedContext, GuardedSite, Limits
 from exporter.logs import add_secrets
 from exporter.metrics import SnapshotCollector, build_registries, render_deltas
 from exporter.poller import StorePoller, make_pollers
@@ -150,7 +151,14 @@ class Sidecar:
 
 
 #: Settings read once when the port opens: a reload reports a change but cannot apply it.
-RESTART_SETTINGS = ("listen_address", "web_config_file", "enable_lifecycle")
+RESTART_SETTINGS = (
+    "listen_address",
+    "web_config_file",
+    "enable_lifecycle",
+    "web_header_timeout",
+    "web_idle_timeout",
+    "web_max_connections",
+)
 
 
 def _selection(config: Config) -> tuple[object, ...]:
@@ -240,13 +248,21 @@ async def serve(
     With a ``loader``, SIGHUP (and ``POST /-/reload`` with ``enable_lifecycle``) re-read the
     configuration.
     """
+    settings = config.settings
     sidecar = Sidecar(config, loader=loader)
     app = create_app(sidecar, web_config=web_config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    host, port = split_address(config.settings.listen_address)
     ssl_context = web_config.ssl_context() if web_config is not None else None
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    limits = Limits(
+        header_timeout=settings.web_header_timeout,
+        idle_timeout=settings.web_idle_timeout,
+        max_connections=settings.web_max_connections,
+    )
+    connections = Connections(limits, FixedContext(ssl_context) if ssl_context else None)
+    app.middlewares.insert(0, connections.middleware)  # outermost: a request in auth is busy
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.idle_timeout)
+    await runner.setup()
+    host, port = split_address(settings.listen_address)
+    site = GuardedSite(runner, host, port, connections)
     loop = asyncio.get_running_loop()
     # Handlers first: a signal that arrives as soon as the port answers must not find the
     # default action (SIGTERM would kill the process without cleanup, SIGHUP would end it).

@@ -1,0 +1,352 @@
+"""The listening socket: a cap on open connections, header and idle timeouts, TLS per connection.
+
+On its own, aiohttp lets a connection that never sends a request, or sends its headers a byte at a
+time, stay open as long as the client likes, and asyncio accepts connections until the process
+runs out of file descriptors, after which every scrape fails with EMFILE. Here each accepted
+connection is a :class:`_Connection` that sits between the socket and aiohttp's request handler
+and is always in one of three states:
+
+- ``waiting``: from accept (TLS handshake included), or from the first byte of a next request on a
+  kept-alive connection, the request headers must arrive within ``header_timeout``;
+- ``busy``: a request is being handled (:meth:`Connections.middleware` says so); never timed out;
+- ``idle``: between requests on a kept-alive connection; closed after ``idle_timeout``.
+
+At most ``max_connections`` are open, and never more than the open-file limit leaves room for. A
+connection beyond the cap closes the one that has waited longest without a request in flight,
+preferring those that never completed a request, so a flood of silent sockets makes room for a
+scrape instead of locking it out. Only when every open connection is busy is the new one closed.
+
+TLS starts per connection (``loop.start_tls``) rather than in the listening socket, so a handshake
+counts against the cap and the header timeout like everything else, and each handshake uses the
+context its :class:`ContextSource` gives at that moment (renewed certificates: see ``tls.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import resource
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+#: Descriptors kept free for everything but client connections: database connections, files,
+#: the event loop's own. The connection cap is lowered to leave them when the limit is low.
+FD_RESERVE = 64
+#: The listen backlog, which is also how many sockets asyncio accepts in one go before any of
+#: them reaches :meth:`Connections.admit`: the cap leaves room for such a burst too.
+BACKLOG = 128
+_WARN_EVERY = 60.0  # seconds between two "connection limit reached" lines
+
+WAITING, BUSY, IDLE = "waiting", "busy", "idle"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The connection settings, as documented in docs/security.md."""
+
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    max_connections: int = 256
+
+
+class ContextSource(Protocol):
+    """Gives the TLS context for the next handshake."""
+
+    def current(self) -> ssl.SSLContext: ...
+
+
+class FixedContext:
+    """A context that never changes."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+
+    def current(self) -> ssl.SSLContext:
+        return self._context
+
+
+def fd_bounded(wanted: int) -> int:
+    """``wanted``, lowered so that open connections cannot exhaust the open-file limit."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    spare = FD_RESERVE + BACKLOG
+    room = soft - spare if soft >= 2 * spare else max(1, soft // 4)
+    if wanted <= room:
+        return wanted
+    log.warning(
+        "web_max_connections %d does not fit the open-file limit of %d descriptors; serving at "
+        "most %d connections (raise the limit with ulimit -n or LimitNOFILE= to allow more)",
+        wanted,
+        soft,
+        room,
+    )
+    return room
+
+
+class Connections:
+    """Every open connection and its state; enforces the cap and hands out the middleware."""
+
+    def __init__(self, limits: Limits, tls: ContextSource | None = None) -> None:
+        self.limits = limits
+        self.tls = tls
+        self.cap = fd_bounded(limits.max_connections)
+        self._open: dict[_Connection, None] = {}  # in accept order
+        self._by_handler: dict[asyncio.BaseProtocol, _Connection] = {}
+        self._warned_at = -math.inf
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    @web.middleware
+    async def middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Mark the connection busy while its request is handled (outermost middleware)."""
+        connection = self._by_handler.get(request.protocol)
+        if connection is None:  # served by another listener, e.g. a test server
+            return await handler(request)
+        connection.start_request()
+        try:
+            return await handler(request)
+        finally:
+            connection.end_request()
+
+    def admit(self, connection: _Connection) -> bool:
+        """Make room for ``connection`` if the cap is reached; False if none can be made."""
+        if len(self._open) >= self.cap:
+            victim = self._longest_waiting()
+            if victim is None:
+                self._warn("every one is handling a request, so the new connection was closed")
+                return False
+            self._warn("closed the connection that waited longest without a request")
+            victim.close()
+        self._open[connection] = None
+        return True
+
+    def _longest_waiting(self) -> _Connection | None:
+        best: _Connection | None = None
+        best_key: tuple[bool, float] = (True, math.inf)
+        for connection in self._open:
+            if connection.state == BUSY:
+                continue
+            key = (connection.requests > 0, connection.since)
+            if key < best_key:
+                best, best_key = connection, key
+        return best
+
+    def _warn(self, what: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._warned_at >= _WARN_EVERY:
+            self._warned_at = now
+            log.warning(
+                "connection limit reached (%d open): %s; raise web_max_connections if your "
+                "clients need more, or find the client that holds connections open",
+                len(self._open),
+                what,
+            )
+
+    def attached(self, connection: _Connection, handler: asyncio.BaseProtocol) -> None:
+        self._by_handler[handler] = connection
+
+    def forget(self, connection: _Connection) -> None:
+        self._open.pop(connection, None)
+        if connection.handler is not None:
+            self._by_handler.pop(connection.handler, None)
+
+    def close_unattached(self) -> None:
+        """Close connections aiohttp does not know yet (mid-handshake); it closes the rest."""
+        for connection in list(self._open):
+            if connection.handler is None:
+                connection.close()
+
+
+class _Connection(asyncio.Protocol):
+    """One accepted socket: its state and timer, in front of aiohttp's request handler."""
+
+    def __init__(
+        self, connections: Connections, make_handler: Callable[[], asyncio.Protocol]
+    ) -> None:
+        self._connections = connections
+        self._make_handler = make_handler
+        self._loop = asyncio.get_running_loop()
+        self.state = WAITING
+        self.since = self._loop.time()
+        self.requests = 0
+        self.handler: asyncio.Protocol | None = None
+        self._raw: asyncio.Transport | None = None
+        self._early: list[bytes] = []  # decrypted bytes that came before the handler existed
+        self._timer: asyncio.TimerHandle | None = None
+        self._handshake: asyncio.Task[None] | None = None
+        self._bytes_while_busy = False
+        self._closed = False
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._raw = transport
+        if not self._connections.admit(self):
+            self._closed = True
+            transport.abort()
+            return
+        self._arm(self._connections.limits.header_timeout)
+        tls = self._connections.tls
+        if tls is None:
+            self._attach(transport)
+        else:
+            self._handshake = self._loop.create_task(self._start_tls(tls.current()))
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == IDLE:  # the first byte of the next request: its headers are due
+            self._set(WAITING, self._connections.limits.header_timeout)
+        elif self.state == BUSY:
+            self._bytes_while_busy = True
+        if self.handler is None:
+            self._early.append(data)
+        else:
+            self.handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.handler.eof_received() if self.handler is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._cancel_timer()
+        self._connections.forget(self)
+        if self.handler is not None:
+            self.handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.resume_writing()
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def start_request(self) -> None:
+        self.requests += 1
+        self._bytes_while_busy = False
+        self.state = BUSY
+        self._cancel_timer()
+
+    def end_request(self) -> None:
+        if self._closed:
+            return
+        limits = self._connections.limits
+        if self._bytes_while_busy:  # a next request has begun to arrive
+            self._set(WAITING, limits.header_timeout)
+        else:
+            self._set(IDLE, limits.idle_timeout)
+
+    def close(self) -> None:
+        """Drop the connection now (no TLS close_notify: it is a timeout or an eviction)."""
+        self._connections.forget(self)
+        self._cancel_timer()
+        if self._raw is not None and not self._closed:
+            self._closed = True  # connection_lost still comes, and reaches the handler
+            self._raw.abort()
+
+    def _set(self, state: str, timeout: float) -> None:
+        self.state = state
+        self.since = self._loop.time()
+        self._arm(timeout)
+
+    def _arm(self, seconds: float) -> None:
+        self._cancel_timer()
+        self._timer = self._loop.call_later(seconds, self._expire)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.state != BUSY:
+            self.close()
+
+    # --- wiring --------------------------------------------------------------------------------
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        raw = self._raw
+        if self._closed or raw is None:
+            return
+        transport: asyncio.Transport | None = None
+        with contextlib.suppress(Exception):  # bad handshakes, resets, timeouts: just close
+            transport = await self._loop.start_tls(
+                raw,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self._connections.limits.header_timeout,
+            )
+        if transport is None or self._closed:
+            # The raw transport now belongs to the TLS layer: this protocol hears no more.
+            self._closed = True
+            self._cancel_timer()
+            self._connections.forget(self)
+            raw.abort()
+            return
+        self._attach(transport)
+
+    def _attach(self, transport: asyncio.Transport) -> None:
+        handler = self._make_handler()
+        self.handler = handler
+        self._connections.attached(self, handler)
+        handler.connection_made(transport)
+        early, self._early = self._early, []
+        for chunk in early:
+            handler.data_received(chunk)
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP site whose connections go through :class:`Connections` (cap, timeouts, TLS)."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        connections: Connections,
+        *,
+        backlog: int = BACKLOG,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._connections = connections
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._connections.tls is not None else "http"
+        return f"{scheme}://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        make_handler = self._runner.server
+        assert make_handler is not None
+        connections = self._connections
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Connection(connections, make_handler),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+        )
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._connections.close_unattached()
