@@ -11,14 +11,16 @@ import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from pages_support import App, Page, Runs, job_path, serve
+from pages_support import App, Page, Runs, job_path, many_jobs, naive, serve
 from stores import SEED_JOBS, write_jobs
 from support import Database
+from test_status_page import browse, picture
 
 from exporter.config import load_config
 
@@ -259,3 +261,94 @@ async def test_job_page_on_server_databases(kind: str, request: pytest.FixtureRe
         code, _, text = await app.get(job_path("default", "tenant_sync"))
         assert code == 200 and len(Page(text).classes("rect")) == 7
         assert re.search(r"33\.3%", text)
+
+
+# -- in a real browser --------------------------------------------------------------------------
+
+
+async def test_job_page_in_headless_chromium(app: App, tmp_path: Path) -> None:
+    """Successes, failures, a missed and a running run: the page draws all of them."""
+    url = app.url(job_path("default", "tenant_sync"))
+    dom = (await browse(url, tmp_path, "--dump-dom")).decode()
+    assert dom.count("<rect") == 7 and "Sync tenants" in dom and "<script" not in dom.lower()
+    shots = {}
+    for scheme, flags in (("light", ()), ("dark", ("--force-dark-mode",))):
+        shot = tmp_path / f"job-{scheme}.png"
+        await browse(url, tmp_path, f"--screenshot={shot}", *flags)
+        size, background, colours, ink = picture(shot)
+        assert size == (1280, 1600)
+        assert colours > 50, f"{shot.name}: only {colours} colours, a blank page?"
+        assert ink > 0.03, f"{shot.name}: only {ink:.1%} differs from the background"
+        shots[scheme] = background
+        # The timeline shows every status, none hidden behind another.
+        box = timeline_box(shot, TIMELINE_BACKGROUND[scheme])
+        for colour in STATUS_COLOURS[scheme]:
+            assert has_colour(shot, colour, box), f"{shot.name}: no {colour} in the timeline"
+    assert sum(shots["light"]) > 600 and sum(shots["dark"]) < 150
+
+
+async def test_status_page_at_10000_jobs(sqlite_db: Database, tmp_path: Path) -> None:
+    many_jobs(sqlite_db.url, 10_000)
+    runs = Runs(sqlite_db.url)
+    runs.bulk(
+        [
+            {"job_id": f"job_{n:05d}", "status": "failed" if (n + k) % 7 == 0 else "success",
+             "started_at": naive(runs.now - 3600 + k * 60), "duration_ms": 1500.0}
+            for n in range(60)
+            for k in range(25)
+        ]
+    )  # fmt: skip
+    runs.close()
+    async for app in serve(load_config(db_url=sqlite_db.url, poll_interval=3600)):
+        code, _, text = await app.get("/")
+        assert code == 200
+        assert len(text.encode()) < 300_000, f"{len(text.encode())} bytes"
+        page = Page(text)
+        assert "1–50 of 10000 jobs" in page.words() and "page 1 of 200" in page.words()
+        assert len([c for c in page.classes("span") if c == "strip"]) == 50
+        shot = tmp_path / "status-10000.png"
+        await browse(app.url("/"), tmp_path, f"--screenshot={shot}")
+        size, _, colours, ink = picture(shot)
+        assert size == (1280, 1600) and colours > 50 and ink > 0.03
+        assert has_colour(shot, STATUS_COLOURS["light"][0])  # the strips' green
+
+
+STATUS_COLOURS = {  # success, failed, missed, running: the CSS variables of each scheme
+    "light": ((0x1A, 0x7F, 0x37), (0xC6, 0x28, 0x28), (0x9A, 0x67, 0x00), (0x24, 0x57, 0xC5)),
+    "dark": ((0x4A, 0xC2, 0x6B), (0xFF, 0x6B, 0x6B), (0xD4, 0xA7, 0x2C), (0x7A, 0xA7, 0xFF)),
+}
+
+
+TIMELINE_BACKGROUND = {"light": (0xEE, 0xF1, 0xF5), "dark": (0x24, 0x2B, 0x36)}
+
+Box = tuple[int, int, int, int]
+
+
+def timeline_box(path: Path, background: tuple[int, int, int]) -> Box:
+    """Where the timeline is: the rows mostly of its background colour (nothing else on the
+    page is that wide in that colour)."""
+    image_module = pytest.importorskip("PIL.Image", reason="Pillow (the `test` extra) needed")
+    with image_module.open(path) as image:
+        rgb = image.convert("RGB")
+        width, height = rgb.size
+        pixels = rgb.load()
+        rows = [
+            y
+            for y in range(height)
+            if sum(1 for x in range(0, width, 4) if pixels[x, y] == background) > width / 8
+        ]
+    assert rows, f"{path.name}: no timeline found"
+    return (0, rows[0], width, rows[-1] + 1)
+
+
+def has_colour(
+    path: Path, colour: tuple[int, int, int], box: Box | None = None, slack: int = 12
+) -> bool:
+    image_module = pytest.importorskip("PIL.Image", reason="Pillow (the `test` extra) needed")
+    with image_module.open(path) as image:
+        rgb = image.convert("RGB")
+        colours = (rgb.crop(box) if box else rgb).getcolors(maxcolors=1 << 24) or []
+    return any(
+        count >= 20 and all(abs(a - b) <= slack for a, b in zip(rgb, colour, strict=True))
+        for count, rgb in colours
+    )

@@ -177,26 +177,34 @@ WIDTH, HEIGHT, PAD = 1000, 120, 4
 
 
 def timeline(runs: Sequence[Run], now: float) -> dict[str, Any]:
-    """Bars of an SVG timeline: time on x (the span of the runs shown), duration as height on a
-    log scale (a 2 s run and a 2 h run both stay visible), one class per status. Missed and
-    skipped runs have no duration and are drawn as full-height ticks; a running run as a bar
-    up to now.
+    """Bars of an SVG timeline, oldest first: time on x (the span of the runs shown), duration
+    as height on a log scale (a 2 s run and a 2 h run both stay visible), one class per status.
+
+    Missed and skipped runs have no duration and are drawn as full-height ticks (after the bars,
+    so they stay on top); a running run as a bar up to now. Runs closer in time than a bar's
+    width are nudged apart, keeping their order, so a burst of runs never hides one behind
+    another; with at most :data:`TIMELINE_RUNS` bars there is always room.
     """
     dated = [run for run in runs if run.moment is not None]
     if not dated:
         return {"width": WIDTH, "height": HEIGHT, "bars": [], "start": None, "end": None}
-    start = min(run.moment for run in dated if run.moment is not None)
-    end = max(now, max(run.moment for run in dated if run.moment is not None))
+    moments = [run.moment for run in dated if run.moment is not None]
+    start, end = min(moments), max(now, max(moments))
     span = max(end - start, 1.0)
     durations = [_shown_duration(run, now) for run in dated]
     longest = max([d for d in durations if d is not None] or [1.0])
     scale = math.log1p(max(longest, 0.001))
     inner = WIDTH - 2 * PAD
-    bar = max(2.0, min(12.0, inner / max(len(dated), 1) * 0.6))
+    bar = max(2.0, min(12.0, inner / len(dated) * 0.6))
+    step = bar + 1.0
+    xs = [PAD + (moment - start) / span * (inner - bar) for moment in moments]
+    for i in range(1, len(xs)):  # push right past the previous bar...
+        xs[i] = max(xs[i], xs[i - 1] + step)
+    xs[-1] = min(xs[-1], PAD + inner - bar)
+    for i in range(len(xs) - 2, -1, -1):  # ...and back left from the right edge
+        xs[i] = min(xs[i], xs[i + 1] - step)
     bars = []
-    for run, duration in zip(dated, durations, strict=True):
-        assert run.moment is not None
-        x = PAD + (run.moment - start) / span * (inner - bar)
+    for run, duration, x in zip(dated, durations, xs, strict=True):
         if duration is None:
             height = float(HEIGHT - 2 * PAD)
         else:
@@ -208,13 +216,14 @@ def timeline(runs: Sequence[Run], now: float) -> dict[str, Any]:
             {
                 "x": round(x, 1),
                 "y": round(HEIGHT - PAD - height, 1),
-                "width": round(bar, 1),
+                "width": round(bar if duration is not None else min(bar, 3.0), 1),
                 "height": round(height, 1),
                 "status": run.status,
                 "tick": duration is None,
                 "title": words,
             }
         )
+    bars.sort(key=lambda item: item["tick"])  # ticks drawn last, on top
     return {
         "width": WIDTH,
         "height": HEIGHT,
