@@ -345,8 +345,8 @@ def test_build_status_is_a_pure_function_of_snapshots() -> None:
     html = render_html(model)
     assert "&lt;disk&gt; full" in html and "Backup files" in html
     # Past due is overdue, never "upcoming" (the check verdict's rule, which the page shares).
-    assert "Overdue: <a" in html and "<code>database_backup</code>" in html
-    assert "Upcoming tasks" not in html
+    overdue = '<a href="/jobs/main/database_backup"><code>database_backup</code></a>'
+    assert f"Overdue: {overdue}" in html and "Upcoming tasks" not in html
     # A summary object instead of a list of files works too; no field at all means no files.
     # (the shape of snapshot.BackupFiles: files, newest_timestamp, newest_size, total_size)
     summary = type("Scan", (), {"files": 7, "newest_timestamp": now - 30, "newest_size": 5,

@@ -203,7 +203,7 @@ def timeline(runs: Sequence[Run], now: float) -> dict[str, Any]:
     xs[-1] = min(xs[-1], PAD + inner - bar)
     for i in range(len(xs) - 2, -1, -1):  # ...and back left from the right edge
         xs[i] = min(xs[i], xs[i + 1] - step)
-    bars = []
+    bars: list[dict[str, Any]] = []
     for run, duration, x in zip(dated, durations, xs, strict=True):
         if duration is None:
             height = float(HEIGHT - 2 * PAD)
