@@ -396,6 +396,11 @@ class SnapshotCollector(Collector):
             "Rows whose job_state could not be decoded safely",
             labels=JOBSTORE,
         )
+        replaced = GaugeMetricFamily(
+            "jobstore_exporter_jobs_text_replaced",
+            "Jobs whose name, func or executor held characters no encoder accepts, shown as U+FFFD",
+            labels=JOBSTORE,
+        )
         excluded = GaugeMetricFamily(
             "jobstore_exporter_jobs_excluded",
             "Jobs left without per-job series by the include/exclude patterns or max_jobs",
@@ -424,6 +429,7 @@ class SnapshotCollector(Collector):
                 if status.last_success is not None:
                     last_ok.add_metric(labels, status.last_success)
             undecodable.add_metric([snap.jobstore], snap.undecodable)
+            replaced.add_metric([snap.jobstore], sum(job.text_replaced for job in snap.jobs))
             for reason, count in sorted(snap.excluded.items()):
                 excluded.add_metric([snap.jobstore, reason], count)
             for reason, count in sorted(snap.invalid_history_rows.items()):
@@ -435,6 +441,7 @@ class SnapshotCollector(Collector):
             last_ok,
             errors,
             undecodable,
+            replaced,
             excluded,
             invalid,
             restarts,

@@ -15,21 +15,33 @@ queueing behind it. Only the first scrape of a format, and a clock part older th
 (cheap), are waited for. A gzip stream may consist of several members (RFC 1952) and
 Prometheus' reader takes them in sequence, so the gzipped body is the cached static member
 followed by the small clock member, joined once per body, not per scrape.
+
+A render that fails is loud, never a silently stale body: it is logged (one line, once per poll
+and part), counted in ``jobstore_exporter_render_errors_total`` (served with the clock part),
+and ``failing()`` makes ``/readyz`` answer 503 until a render succeeds again. Meanwhile the last
+good part is served (with a fresh clock part when that one renders); with no good part at all,
+``get`` raises :class:`RenderError`. Every render's outcome is retrieved, so no exception is
+ever left to asyncio's "Task exception was never retrieved".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import gzip
+import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
+
+log = logging.getLogger(__name__)
 
 GZIP_LEVEL = 5
 EOF_LINE = b"# EOF\n"
@@ -63,6 +75,28 @@ class Body:
         return self.static.plain + self.clock.plain
 
 
+class RenderError(Exception):
+    """No body of the asked format could be rendered; ``str()`` is one line saying why."""
+
+
+class _RenderErrors(Collector):
+    """``jobstore_exporter_render_errors_total``, in the clock part (which renders apart from
+    the static part, so a failing static part can still be seen failing)."""
+
+    def __init__(self, cache: BodyCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        errors = CounterMetricFamily(
+            "jobstore_exporter_render_errors_total",
+            "Renders of a /metrics part that failed; the last good part is served meanwhile",
+            labels=["part"],
+        )
+        for part in ("static", "clock"):
+            errors.add_metric([part], self.cache.errors_total[part])
+        yield errors
+
+
 class BodyCache:
     def __init__(
         self,
@@ -84,6 +118,19 @@ class BodyCache:
         self.clock = clock
         self._bodies: dict[str, Body] = {}
         self._renders: dict[str, asyncio.Future[Body]] = {}
+        self.errors_total = {"static": 0, "clock": 0}
+        self._failing: dict[tuple[str, str], str] = {}  # (content type, part) -> reason
+        self._unrendered: dict[str, Encoder] = {}  # formats asked for that never rendered
+        self._encoders: dict[str, Encoder] = {}
+        clock_part.register(_RenderErrors(self))
+
+    def failing(self) -> str | None:
+        """Why the latest render of some part failed (one line), or None when all are good."""
+        if not self._failing:
+            return None
+        (content_type, part), reason = next(iter(self._failing.items()))
+        kind = "OpenMetrics" if content_type.startswith("application/openmetrics") else "text"
+        return f"rendering the {part} part of /metrics ({kind}) failed: {reason}"
 
     async def get(self, accept: str) -> Body:
         encoder, content_type = choose_encoder(accept)
@@ -105,21 +152,30 @@ class BodyCache:
         for content_type, body in list(self._bodies.items()):
             if not self._fresh(body):
                 self._render(content_type, body.encoder)
+        for content_type, encoder in list(self._unrendered.items()):
+            self._render(content_type, encoder)
 
     async def refresh(self) -> None:
         """Render every format in use from the current snapshots, and wait for it."""
         for content_type, body in list(self._bodies.items()):
             if not self._fresh(body):
                 await asyncio.shield(self._render(content_type, body.encoder))
+        for content_type, encoder in list(self._unrendered.items()):
+            with contextlib.suppress(RenderError):  # logged and counted already
+                await asyncio.shield(self._render(content_type, encoder))
 
     def _fresh(self, body: Body) -> bool:
         return body.version == self.version() and self.clock() - body.made < self.max_age
 
     def _render(self, content_type: str, encoder: Encoder) -> asyncio.Future[Body]:
         """The render of this format under way, or a new one: never two at once."""
+        self._encoders[content_type] = encoder
         render = self._renders.get(content_type)
         if render is None or render.done():
             render = asyncio.ensure_future(self._make(content_type, encoder))
+            # Retrieved here too: a render nobody awaits (refresh_soon, a scrape that went away)
+            # must not end as "Task exception was never retrieved".
+            render.add_done_callback(_retrieve)
             self._renders[content_type] = render
         return render
 
@@ -129,17 +185,55 @@ class BodyCache:
         previous = self._bodies.get(content_type)
         openmetrics = content_type.startswith("application/openmetrics-text")
         if previous is not None and previous.version == version:
-            static = previous.static
+            static = previous.static  # the same poll: rendered, or failed and not retried
         else:
-            static = await asyncio.to_thread(_render, encoder, self.static, strip_eof=openmetrics)
-        clock_part = await asyncio.to_thread(
-            _render, encoder, self.clock_part, strip_eof=False, prefix=self.deltas
+            static = await self._part(
+                content_type,
+                "static",
+                None if previous is None else previous.static,
+                lambda: _render(encoder, self.static, strip_eof=openmetrics),
+            )
+        clock_part = await self._part(
+            content_type,
+            "clock",
+            None if previous is None else previous.clock,
+            lambda: _render(encoder, self.clock_part, strip_eof=False, prefix=self.deltas),
         )
         body = Body(content_type, version, made, encoder, static, clock_part)
+        self._unrendered.pop(content_type, None)
         self._bodies[content_type] = body
         if previous is None or static is not previous.static:
             _release_freed_memory()
         return body
+
+    async def _part(
+        self, content_type: str, part: str, last_good: _Part | None, render: Callable[[], _Part]
+    ) -> _Part:
+        """Render one part in a worker thread; on failure say so and fall back to ``last_good``."""
+        try:
+            result = await asyncio.to_thread(render)
+        except Exception as exc:  # noqa: BLE001 - any failure: reported, never silent
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            self.errors_total[part] += 1
+            self._failing[content_type, part] = reason
+            log.error(
+                "rendering the %s part of /metrics (%s) failed, %s: %s",
+                part,
+                content_type.split(";")[0],
+                "serving the last good one" if last_good is not None else "nothing to serve",
+                reason,
+            )
+            if last_good is None:
+                self._unrendered[content_type] = self._encoders[content_type]
+                raise RenderError(f"rendering /metrics failed: {reason}") from None
+            return last_good
+        self._failing.pop((content_type, part), None)
+        return result
+
+
+def _retrieve(render: asyncio.Future[Body]) -> None:
+    if not render.cancelled():
+        render.exception()
 
 
 def _release_freed_memory() -> None:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, time, timedelta, timezone, tzinfo
 from typing import Any
 
 from exporter.cron_words import clock, cron_text
+from exporter.text import capped, encodable
 
 __all__ = ["describe", "previous_fire_time", "trigger_kind"]
 
@@ -31,7 +32,6 @@ _KINDS = {
     "AndTrigger": "and",
     "OrTrigger": "or",
 }
-_MAX_LABEL = 160
 _EPOCH_FLOOR = 2 * 86400  # cron years start at 1970; stay clear of it in every zone
 _AND_ROUNDS = 64  # an And whose parts agree less often than this gives up (None)
 _STEPS = 100_000  # hard cap on any forward walk
@@ -61,7 +61,7 @@ def describe(trigger: object) -> str:
         except Exception:
             text = "unknown"
     text = " ".join(text.split())  # a label is one line
-    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 3] + "..."
+    return capped(encodable(text)[0])
 
 
 def previous_fire_time(trigger: object, now: datetime) -> datetime | None:

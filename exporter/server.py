@@ -23,7 +23,7 @@ from exporter.listener import Connections, FixedContext, GuardedSite, Limits
 from exporter.logs import add_secrets
 from exporter.metrics import SnapshotCollector, build_registries, render_deltas
 from exporter.poller import StorePoller, make_pollers
-from exporter.render import BodyCache
+from exporter.render import BodyCache, RenderError
 from exporter.snapshot import StoreSnapshot
 from exporter.web.routes import register as register_pages
 from exporter.web_config import WebConfig
@@ -183,7 +183,10 @@ def create_app(
     sidecar = config if isinstance(config, Sidecar) else Sidecar(config, pollers)
 
     async def metrics(request: web.Request) -> web.Response:
-        body = await sidecar.bodies.get(request.headers.get("Accept", ""))
+        try:
+            body = await sidecar.bodies.get(request.headers.get("Accept", ""))
+        except RenderError as exc:  # logged and counted where it happened
+            return web.Response(status=500, text=f"{exc}\n")
         headers = {"Content-Type": body.content_type, "Vary": "Accept, Accept-Encoding"}
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             headers["Content-Encoding"] = "gzip"
@@ -199,6 +202,9 @@ def create_app(
             return web.Response(
                 status=503, text=f"not ready: no successful poll yet of {', '.join(waiting)}\n"
             )
+        failing = sidecar.bodies.failing()
+        if failing is not None:
+            return web.Response(status=503, text=f"not ready: {failing}\n")
         return web.Response(text="ready\n")
 
     async def reload(_request: web.Request) -> web.Response:

@@ -29,6 +29,7 @@ class JobView:
     schedule: str = ""
     misfire_grace_time: float | None = None  # None = unlimited
     previous_fire_time: float | None = None  # latest fire time the trigger implied at poll time
+    text_replaced: bool = False  # text of the row no encoder accepts was replaced (U+FFFD)
 
     @property
     def paused(self) -> bool:

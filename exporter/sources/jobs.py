@@ -4,10 +4,15 @@ Reads the three columns directly with SQLAlchemy Core and never goes through
 ``SQLAlchemyJobStore``, whose ``get_all_jobs()`` deletes every row it cannot restore. ``job_state``
 is decoded by the restricted unpickler, and only for rows whose bytes changed since the last
 poll: a steady store costs one SELECT and a dictionary lookup per job.
+
+One bad row costs that row, never the read: a ``job_state`` larger than the decoder accepts is
+not even fetched (the SELECT returns its length instead), an id that is not valid UTF-8 (SQLite
+keeps any bytes) marks its row undecodable, and text no encoder accepts is replaced.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -20,9 +25,10 @@ from apscheduler.triggers.combining import AndTrigger, OrTrigger
 
 from exporter.config import StoreConfig
 from exporter.db import qualified_table
-from exporter.decode import UndecodableJob, decode_job_state
+from exporter.decode import MAX_JOB_STATE_BYTES, UndecodableJob, decode_job_state
 from exporter.schedule import describe, previous_fire_time, trigger_kind
 from exporter.snapshot import JobView
+from exporter.text import capped, decode_id, encodable
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +51,7 @@ class _Cached:
     run instead of on every poll (cron arithmetic costs around a millisecond per job).
     """
 
-    state: bytes
+    state: object  # what identifies the row's job_state: see _state_key
     view: JobView
     trigger_key: str | None = None  # None: no trigger to compute fire times from
     previous_until: float = -math.inf
@@ -65,7 +71,7 @@ class JobStoreSource:
                 sa.Column("job_state", sa.LargeBinary),
             ],
         )
-        self._query = sa.select(self.table.c.id, self.table.c.next_run_time, self.table.c.job_state)
+        self._queries: dict[str, sa.Select[Any]] = {}
         self._cache: dict[str, _Cached] = {}
         # Fire times by trigger: stores hold many jobs with the same schedule, and cron
         # arithmetic is the dearest part of a cold poll.
@@ -74,16 +80,16 @@ class JobStoreSource:
 
     def read(self, connection: sa.Connection, now: float | None = None) -> JobsRead:
         """Run the SELECT, decode what changed, and describe every job."""
-        rows = connection.execute(self._query).all()
+        rows = connection.execute(self._query_for(connection.dialect.name)).all()
         now = time.time() if now is None else now
         cache: dict[str, _Cached] = {}
         jobs: list[JobView] = []
         undecodable = 0
         budget_ends = time.monotonic() + FIRE_TIME_BUDGET
         fire_times: dict[str, tuple[float | None, float]] = {}
-        for job_id, next_run_time, state in rows:
-            job_id = str(job_id)
-            entry, trigger = self._entry(job_id, bytes(state or b""))
+        for raw_id, next_run_time, size, state in rows:
+            job_id, valid_id = decode_id(raw_id)
+            entry, trigger = self._entry(job_id, valid_id, state, size)
             cache[job_id] = entry
             if not entry.view.decoded:
                 undecodable += 1
@@ -97,7 +103,7 @@ class JobStoreSource:
                 elif time.monotonic() < budget_ends:
                     # Triggers are not kept between polls (a cron trigger is ~4 KB); the row's
                     # bytes are, and decoding them again costs far less than the arithmetic.
-                    trigger = trigger if trigger is not None else _trigger_of(entry.state)
+                    trigger = trigger if trigger is not None else _trigger_of(state)
                     previous, entry.previous_until = _previous_fire(trigger, now)
                 # else: over budget; this job's expected run waits for a later poll
             if key is not None and entry.previous_until > now:
@@ -115,13 +121,44 @@ class JobStoreSource:
         jobs.sort(key=lambda job: job.id)
         return JobsRead(tuple(jobs), undecodable)
 
-    def _entry(self, job_id: str, state: bytes) -> tuple[_Cached, Any]:
+    def _query_for(self, dialect: str) -> sa.Select[Any]:
+        """The SELECT: ``job_state`` only up to the size the decoder accepts, and its length.
+
+        A larger value would be refused unread anyway; not fetching it keeps a few 50 MB rows
+        from being copied out of the database at every poll. SQLite keeps whatever bytes an app
+        wrote in a text column and its driver fails the whole read on invalid UTF-8, so there
+        the id and the state are read as bytes.
+        """
+        query = self._queries.get(dialect)
+        if query is None:
+            column = self.table.c
+            size = sa.func.length(column.job_state)
+            state: Any = column.job_state
+            job_id: Any = column.id
+            if dialect == "sqlite":
+                job_id = sa.cast(job_id, sa.LargeBinary)
+                state = sa.cast(state, sa.LargeBinary)
+            state = sa.case((size <= MAX_JOB_STATE_BYTES, state), else_=sa.null())
+            query = sa.select(job_id, column.next_run_time, size, state)
+            self._queries[dialect] = query
+        return query
+
+    def _entry(
+        self, job_id: str, valid_id: bool, state: object, size: object
+    ) -> tuple[_Cached, Any]:
         """The cached row, and the decoded trigger when the row had to be decoded now."""
+        key = _state_key(state, size)
         cached = self._cache.get(job_id)
-        if cached is not None and cached.state == state:
+        if cached is not None and cached.state == key:
             return cached, None
         try:
-            job = decode_job_state(state)
+            if not valid_id:
+                raise UndecodableJob("the job id is not valid UTF-8")
+            if state is None and isinstance(size, int) and size > MAX_JOB_STATE_BYTES:
+                raise UndecodableJob(
+                    f"job_state is larger than {MAX_JOB_STATE_BYTES} bytes ({size} bytes)"
+                )
+            job = decode_job_state(state)  # type: ignore[arg-type]
         except UndecodableJob as exc:
             log.warning(
                 "jobstore %s: job %r has a job_state that cannot be decoded safely (%s); "
@@ -130,25 +167,60 @@ class JobStoreSource:
                 job_id,
                 exc,
             )
-            return _Cached(state, JobView(id=job_id, next_run_time=None, decoded=False)), None
-        key = _trigger_key(job_id, job.trigger)
-        words = self._words.get(key) if key is not None else None
+            return _Cached(key, JobView(id=job_id, next_run_time=None, decoded=False)), None
+        trigger_key = _trigger_key(job_id, job.trigger)
+        words = self._words.get(trigger_key) if trigger_key is not None else None
         if words is None:  # the same schedule text for every job with an equal trigger
             words = (trigger_kind(job.trigger), describe(job.trigger))
-            if key is not None:
-                self._words[key] = words
+            if trigger_key is not None:
+                self._words[trigger_key] = words
+        name, bad_name = encodable(job.name or "")
+        func, bad_func = encodable(job.func or "")
+        executor, bad_executor = encodable(job.executor)
+        replaced = [
+            field
+            for field, bad in (("name", bad_name), ("func", bad_func), ("executor", bad_executor))
+            if bad
+        ]
+        if replaced:
+            log.warning(
+                "jobstore %s: job %r has text that is not valid Unicode in %s; shown with U+FFFD "
+                "and counted in jobstore_exporter_jobs_text_replaced",
+                self.store.name,
+                job_id,
+                ", ".join(replaced),
+            )
         view = JobView(
             id=job_id,
             next_run_time=None,
             decoded=True,
-            name=job.name or "",
-            func=job.func or "",
-            executor=job.executor,
+            name=capped(name),
+            func=func,
+            executor=capped(executor),
             trigger=words[0],
             schedule=words[1],
             misfire_grace_time=job.misfire_grace_time,
+            text_replaced=bool(replaced),
         )
-        return _Cached(state, view, key), job.trigger
+        return _Cached(key, view, trigger_key), job.trigger
+
+
+_KEEP_BYTES = 64 * 1024
+"""Rows up to this size are remembered by their bytes, larger ones by a digest."""
+
+
+def _state_key(state: object, size: object) -> object:
+    """What tells whether a row's ``job_state`` changed since the last poll.
+
+    The bytes themselves for ordinary rows (comparing is cheaper than hashing), a digest for
+    large ones, and the length for those too large to be fetched, so the cache never holds a
+    large value.
+    """
+    if state is None:
+        return ("length", size)
+    if isinstance(state, bytes) and len(state) > _KEEP_BYTES:
+        return ("blake2b", hashlib.blake2b(state, digest_size=32).digest())
+    return state
 
 
 FIRE_TIME_BUDGET = 2.0
@@ -165,9 +237,9 @@ def _trigger_key(job_id: str, trigger: Any) -> str | None:
         return f"job:{job_id}"
 
 
-def _trigger_of(state: bytes) -> Any:
+def _trigger_of(state: object) -> Any:
     try:
-        return decode_job_state(state).trigger
+        return decode_job_state(state).trigger  # type: ignore[arg-type]
     except UndecodableJob:  # decoded fine before; cannot happen for the same bytes
         return None
 

@@ -1,0 +1,318 @@
+"""Rows built only from allowed classes that used to crash, freeze or stall the sidecar.
+
+Each row is written into a real store (by a real APScheduler where one can write it, by SQL
+where only a crafted row has the shape), then read by the real sidecar and scraped over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import sqlite3
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+from prometheus_client.parser import text_string_to_metric_families
+from stores import SEED_JOBS, write_jobs
+from support import Database
+
+from exporter.config import load_config
+from exporter.poller import StorePoller
+from exporter.server import SIDECAR, create_app
+from exporter.snapshot import JobView
+
+OPENMETRICS = "application/openmetrics-text;version=1.0.0"
+LONE = "\ud800"  # a lone surrogate: pickle keeps it (surrogatepass), UTF-8 cannot encode it
+
+
+class Running:
+    """The real aiohttp app on a loopback port; the test decides when polls happen."""
+
+    def __init__(self, server: TestServer, pollers: list[StorePoller]) -> None:
+        self.server = server
+        self.pollers = pollers
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def poll(self) -> None:
+        for poller in self.pollers:
+            await asyncio.to_thread(poller.poll)
+        await self.server.app[SIDECAR].bodies.refresh()
+
+    async def get(self, path: str, accept: str = "") -> tuple[int, str]:
+        headers = {"Accept": accept} if accept else {}
+        async with ClientSession() as session, session.get(self.url(path), headers=headers) as r:
+            return r.status, await r.text()
+
+    async def samples(self, accept: str = "") -> dict[tuple[str, frozenset[tuple[str, str]]], Any]:
+        status, text = await self.get("/metrics", accept)
+        assert status == 200, text
+        parse = parse_om if accept == OPENMETRICS else text_string_to_metric_families
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in parse(text)
+            for s in family.samples
+        }
+
+
+async def serve(url: str, pollers: list[StorePoller] | None = None) -> AsyncIterator[Running]:
+    config = load_config(db_url=url, poll_interval=3600)
+    pollers = pollers or [StorePoller(store) for store in config.stores]
+    server = TestServer(create_app(config, pollers))
+    await server.start_server()
+    try:
+        yield Running(server, pollers)
+    finally:
+        await server.close()
+
+
+def info(samples: dict[tuple[str, frozenset[tuple[str, str]]], Any], job_id: str) -> dict[str, str]:
+    found = [
+        dict(labels)
+        for name, labels in samples
+        if name == "apscheduler_job_info" and ("job_id", job_id) in labels
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def value(samples: dict[Any, Any], name: str, **labels: str) -> Any:
+    return samples.get((name, frozenset(labels.items())))
+
+
+JOBS_TABLE = sa.Table(
+    "apscheduler_jobs",
+    sa.MetaData(),
+    sa.Column("id", sa.Unicode(191)),
+    sa.Column("next_run_time", sa.Float),
+    sa.Column("job_state", sa.LargeBinary),
+)
+
+
+def insert_row(db: Database, job_id: str, state: bytes, next_run: float | None = None) -> None:
+    engine = db.engine()
+    with engine.begin() as conn:
+        conn.execute(JOBS_TABLE.insert().values(id=job_id, next_run_time=next_run, job_state=state))
+    engine.dispose()
+
+
+def job_state(job_id: str, trigger: Any, **fields: Any) -> bytes:
+    """A job state as APScheduler pickles it, for a trigger APScheduler cannot be given."""
+    state = {
+        "version": 1, "id": job_id, "func": "sample_jobs:noop", "trigger": trigger,
+        "executor": "default", "args": (), "kwargs": {}, "name": job_id,
+        "misfire_grace_time": None, "coalesce": True, "max_instances": 1, "next_run_time": None,
+    }  # fmt: skip
+    return pickle.dumps({**state, **fields}, 5)
+
+
+# --- Text no encoder accepts ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_a_lone_surrogate_in_a_name_never_freezes_metrics(
+    kind: str, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real scheduler stores a job named with a lone surrogate. Every page must keep
+    answering, and new polls must keep showing (text /metrics used to serve its last good body
+    for ever, OpenMetrics, / and /api/status answered 500)."""
+    db: Database = request.getfixturevalue("sqlite_db" if kind == "sqlite" else "pg_db")
+    write_jobs(db.url)
+    async for running in serve(db.url):
+        await running.poll()
+        await running.samples()  # a good body exists, as in a sidecar that ran before
+        await running.samples(OPENMETRICS)
+        write_jobs(
+            db.url,
+            [
+                {
+                    "func": "sample_jobs:noop",
+                    "trigger": IntervalTrigger(hours=1),
+                    "id": "odd",
+                    "name": f"nightly {LONE} report",
+                    "executor": f"pool{LONE}",
+                }
+            ],
+        )
+        with caplog.at_level(logging.WARNING):
+            await running.poll()
+        for accept in ("", OPENMETRICS):
+            samples = await running.samples(accept)
+            labels = info(samples, "odd")  # the new poll is served, not the old body
+            assert labels["name"] == "nightly \ufffd report"
+            assert labels["executor"] == "pool\ufffd"
+            assert value(samples, "jobstore_exporter_jobs_text_replaced", jobstore="default") == 1
+        for path in ("/", "/api/status", "/readyz"):
+            status, text = await running.get(path)
+            assert status == 200, (path, text)
+        assert "nightly \ufffd report" in (await running.get("/api/status"))[1]
+    logged = [r.getMessage() for r in caplog.records if "not valid Unicode" in r.getMessage()]
+    assert len(logged) == 1 and "'odd'" in logged[0] and "name, executor" in logged[0]
+
+
+class Publishing(StorePoller):
+    """A poller that publishes a snapshot past the sources (which replace such text), standing
+    in for any future bug that hands a renderer something it cannot encode."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inject: JobView | None = None
+
+    def poll(self) -> Any:
+        snapshot = super().poll()
+        if self.inject is not None:
+            self.snapshot = snapshot = type(snapshot)(
+                **{
+                    **{f: getattr(snapshot, f) for f in snapshot.__dataclass_fields__},
+                    "jobs": (*snapshot.jobs, self.inject),
+                }
+            )
+        return snapshot
+
+
+async def test_a_failed_render_is_loud(
+    sqlite_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_jobs(sqlite_db.url)
+    config = load_config(db_url=sqlite_db.url, poll_interval=3600)
+    poller = Publishing(config.stores[0])
+    loop_errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: loop_errors.append(ctx))
+    async for running in serve(sqlite_db.url, [poller]):
+        await running.poll()
+        good = await running.samples()
+        assert value(good, "jobstore_exporter_render_errors_total", part="static") == 0
+        poller.inject = JobView(id="bad", next_run_time=None, decoded=True, name=LONE)
+        with caplog.at_level(logging.ERROR):
+            await running.poll()
+            samples = await running.samples()  # the last good body, and a fresh clock part
+            assert value(samples, "jobstore_exporter_render_errors_total", part="static") == 1
+            status, text = await running.get("/readyz")
+            assert status == 503 and "rendering the static part of /metrics" in text, text
+            assert "UnicodeEncodeError" in text and "\n" not in text.rstrip("\n")
+            # A new poll retries once; scrapes meanwhile do not re-render and re-log.
+            await running.samples()
+        logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(logged) == 1 and "rendering the static part" in logged[0], logged
+        # The first render of another format has no good body to fall back on: a one-line 500.
+        status, text = await running.get("/metrics", OPENMETRICS)
+        assert status == 500 and text.startswith("rendering /metrics failed: UnicodeEncodeError")
+
+        poller.inject = None
+        await running.poll()
+        assert (await running.get("/readyz"))[0] == 200
+        samples = await running.samples()
+        # One failure per format (text, then OpenMetrics); none since.
+        assert value(samples, "jobstore_exporter_render_errors_total", part="static") == 2
+        assert info(await running.samples(OPENMETRICS), "database_backup")
+        await asyncio.sleep(0.1)  # let every render future finish and be collected
+    assert not loop_errors, loop_errors  # "Task exception was never retrieved" and the like
+
+
+# --- Rows that fail alone -------------------------------------------------------------------
+
+
+def test_an_invalid_utf8_job_id_fails_its_row_only(
+    sqlite_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_jobs(sqlite_db.url)
+    state = job_state("x", IntervalTrigger(hours=1, timezone=UTC))
+    with sqlite3.connect(sqlite_db.url.removeprefix("sqlite:///")) as conn:
+        conn.execute(
+            "INSERT INTO apscheduler_jobs VALUES (CAST(X'6A6F62FF' AS TEXT), ?, ?)",
+            (time.time() + 60, state),
+        )
+    poller = StorePoller(load_config(db_url=sqlite_db.url).stores[0])
+    with caplog.at_level(logging.WARNING):
+        snapshot = poller.poll()
+    poller.close()
+    assert snapshot.up and snapshot.undecodable == 1
+    jobs = {job.id: job for job in snapshot.jobs}
+    assert set(jobs) == {job["id"] for job in SEED_JOBS} | {"job\\xff"}
+    assert not jobs["job\\xff"].decoded and jobs["job\\xff"].next_run_time is not None
+    assert any("not valid UTF-8" in r.getMessage() for r in caplog.records)
+
+
+def test_oversized_rows_are_never_fetched(
+    sqlite_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows the decoder refuses by size stay in the database: neither fetched at every poll
+    nor kept between polls (6 rows of 50 MB held 380 MB)."""
+    write_jobs(sqlite_db.url)
+    huge = job_state(
+        "big", IntervalTrigger(hours=1, timezone=UTC), kwargs={"blob": b"x" * 4_000_000}
+    )
+    for n in range(4):
+        insert_row(sqlite_db, f"big{n}", huge, time.time() + 60)
+    poller = StorePoller(load_config(db_url=sqlite_db.url).stores[0])
+    with caplog.at_level(logging.WARNING):
+        poller.poll()
+        tracemalloc.start()
+        try:
+            snapshot = poller.poll()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    poller.close()
+    assert snapshot.up and snapshot.undecodable == 4 and len(snapshot.jobs) == 7
+    assert peak < 2_000_000, f"a poll allocated {peak} bytes for 16 MB of refused rows"
+    logged = [r.getMessage() for r in caplog.records if "larger than" in r.getMessage()]
+    assert len(logged) == 4  # once per row, not per poll
+
+
+async def test_name_and_executor_labels_are_capped(sqlite_db: Database) -> None:
+    write_jobs(
+        sqlite_db.url,
+        [
+            {
+                "func": "sample_jobs:noop",
+                "trigger": IntervalTrigger(hours=1),
+                "id": f"long{n}",
+                "name": "n" * 200_000,
+                "executor": "e" * 50_000,
+            }
+            for n in range(20)
+        ],
+    )
+    async for running in serve(sqlite_db.url):
+        await running.poll()
+        status, text = await running.get("/metrics")
+        assert status == 200 and len(text) < 200_000, len(text)
+        samples = await running.samples()
+        labels = info(samples, "long3")
+        assert labels["name"] == "n" * 157 + "..."
+        assert labels["executor"] == "e" * 157 + "..."
+
+
+def test_impossible_datetimes_never_become_schedules(sqlite_db: Database) -> None:
+    moment = datetime(2030, 2, 28, 12, tzinfo=UTC)
+    cls, (packed, zone) = moment.__reduce__()
+    impossible = bytearray(packed)
+    impossible[3] = 31  # 31 February
+
+    class Forged:
+        def __reduce__(self) -> Any:
+            return (cls, (bytes(impossible), zone))
+
+    write_jobs(sqlite_db.url, [])  # the table, as a scheduler creates it
+    trigger = DateTrigger(moment)
+    trigger.run_date = Forged()  # type: ignore[assignment]
+    insert_row(sqlite_db, "feb31", job_state("feb31", trigger), time.time() + 60)
+    poller = StorePoller(load_config(db_url=sqlite_db.url).stores[0])
+    snapshot = poller.poll()
+    poller.close()
+    (job,) = snapshot.jobs
+    assert not job.decoded and snapshot.undecodable == 1
+    assert "2030-02-31" not in job.schedule
