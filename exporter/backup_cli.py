@@ -2,7 +2,7 @@
 
 ``run`` goes through the same function as the scheduled job (``exporter.kit.backup``), so a
 backup taken here is named, verified and rotated exactly like the 02:00 one. ``list`` and
-``verify`` only read the backup directory; neither needs the database.
+``verify`` only read the backup directory; neither needs the database, nor asks for its URL.
 
 Exit codes: ``run`` 0 written, 1 backup failed, 2 bad configuration; ``list`` 0, or 1 with
 ``--verify`` when a file is corrupt, 2 when the directory is unusable; ``verify`` 0 ok,
@@ -111,17 +111,26 @@ def list_backups(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     config: ConfigFile = None,
-    db_url: DbUrl = None,
-    db_password_file: DbPasswordFile = None,
+    db_url: Annotated[str | None, typer.Option("--db-url", hidden=True)] = None,
+    db_password_file: Annotated[Path | None, typer.Option("--db-password-file", hidden=True)] = (
+        None
+    ),
 ) -> None:
     """Backup files, newest first: UTC time, age, size and (with --verify) their state."""
+    from exporter.config import ConfigError, backup_dirs, load_settings
     from exporter.kit import backup as kit
 
+    for flag, value in (("--db-url", db_url), ("--db-password-file", db_password_file)):
+        if value is not None:  # accepted once; refused now rather than silently unused
+            raise fail(f"{flag}: backup list reads only the backup directory; drop {flag}", 2)
     if backup_dir is not None:
         directories = [backup_dir]
     else:
-        stores = load_or_exit(config, db_url=db_url, db_password_file=db_password_file).stores
-        directories = list(dict.fromkeys(s.backup_dir for s in stores if s.backup_dir))
+        # Only the directory is needed: never ask for a database URL here.
+        try:
+            directories = backup_dirs(load_settings(config))
+        except ConfigError as exc:
+            raise fail(f"config error: {exc}", 2) from None
         if not directories:
             raise fail(
                 "config error: backup_dir: not set; pass --backup-dir, set "

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from exporter.snapshot import JobView, StoreSnapshot, overdue_jobs
+from exporter.store_errors import headline
 from exporter.wording import ago, span, until
 
 # Kept under their old names: the status page words durations through these.
@@ -55,7 +56,7 @@ def assess(snapshot: StoreSnapshot, default_grace: float = 60.0) -> Assessment:
             snapshot.jobstore,
             False,
             False,
-            f"Job store unreachable: {error}",
+            f"{headline(error or '') or 'Job store unreachable'}: {error}",
             0,
             0,
             0,

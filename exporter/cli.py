@@ -32,6 +32,7 @@ from exporter.cli_options import (
     fail,
     load_or_exit,
     pick_store,
+    reject_store_flags,
 )
 from exporter.config import ConfigError, load_config
 from exporter.console import make_console
@@ -230,9 +231,19 @@ def check(
         db_schema=schema,
         statement_timeout=statement_timeout,
     )
+    reject_store_flags(
+        cfg,
+        **{
+            "--db-url": db_url,
+            "--db-password-file": db_password_file,
+            "--jobs-table": jobs_table,
+            "--schema": schema,
+        },
+    )
+    stores = cfg.stores if jobstore is None else (pick_store(cfg.stores, jobstore),)
     setup_logging("error", cfg.secrets)  # the verdict is the output; warnings would clutter it
     results = []
-    for store in cfg.stores:
+    for store in stores:
         poller = StorePoller(store, with_history=False, with_heartbeats=True)
         try:
             results.append(assess(poller.poll(), cfg.settings.overdue_grace))
@@ -269,7 +280,8 @@ def history(
     from datetime import UTC, datetime
 
     from exporter import history_report as report
-    from exporter.db import describe_error, reader_engine
+    from exporter.db import reader_engine
+    from exporter.store_errors import explain
 
     cfg = load_or_exit(
         config,
@@ -286,6 +298,15 @@ def history(
         window = report.parse_since(since, datetime.now(UTC)) if since else None
     except report.ReportError as exc:
         raise fail(str(exc), 2) from None
+    reject_store_flags(
+        cfg,
+        **{
+            "--db-url": db_url,
+            "--db-password-file": db_password_file,
+            "--history-table": history_table,
+            "--schema": schema,
+        },
+    )
     store = pick_store(cfg.stores, jobstore)
     engine = reader_engine(store.url, store.statement_timeout)
     try:
@@ -295,7 +316,7 @@ def history(
                 limit=None if stats else limit,
             )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback with a URL in it
-        message = describe_error(exc, store.display_url, store.secrets)
+        message = explain(exc, store, engine, "history")
         raise fail(f"cannot read history: {message}", 2) from None
     finally:
         engine.dispose()

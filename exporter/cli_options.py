@@ -82,4 +82,25 @@ def pick_store(stores: tuple[StoreConfig, ...], name: str | None) -> StoreConfig
     for store in stores:
         if store.name == name:
             return store
-    raise fail(f"config error: jobstore: no store named {name!r} in the configuration", 2)
+    names = ", ".join(store.name for store in stores)
+    raise fail(
+        f"config error: --jobstore: no store named {name!r} in the configuration (stores: {names})",
+        2,
+    )
+
+
+def reject_store_flags(config: Config, **flags: Any) -> None:
+    """Exit 2 when a flag that describes one store meets a config file listing several.
+
+    Each entry of ``jobstores`` sets its own URL and tables, so such a flag would at best apply
+    to some entries and silently to none of the others; say so instead of ignoring it.
+    """
+    if not config.settings.jobstores:
+        return
+    given = [flag for flag, value in flags.items() if value is not None]
+    if given:
+        raise fail(
+            f"config error: {given[0]} cannot be combined with a config file that lists "
+            "jobstores; set it in the store's entry there, and pick the store with --jobstore",
+            2,
+        )

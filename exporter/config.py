@@ -21,7 +21,16 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from exporter import dburl
 
 ENV_PREFIX = "JOBSTORE_EXPORTER_"
 DEFAULT_PORT = 9814
@@ -31,6 +40,14 @@ _config_file: ContextVar[Path | None] = ContextVar("_config_file", default=None)
 
 class ConfigError(Exception):
     """A configuration problem, worded as one line that names the key and the fix."""
+
+
+_UNSETTABLE = ("db_password", "db_password_file", "db_schema", "backup_dir")
+"""Optional store keys that an empty value unsets (TOML has no null: ``schema = ""``)."""
+
+
+def _none_if_empty(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 class StoreSettings(BaseModel):
@@ -48,6 +65,11 @@ class StoreSettings(BaseModel):
     db_schema: str | None = Field(default=None, alias="schema")
     backup_job_id: str | None = None
     backup_dir: Path | None = None
+
+    @field_validator(*_UNSETTABLE, mode="before")
+    @classmethod
+    def _empty_unsets(cls, value: Any) -> Any:
+        return _none_if_empty(value)
 
 
 class Settings(BaseSettings):
@@ -92,6 +114,11 @@ class Settings(BaseSettings):
 
     jobstores: list[StoreSettings] | None = None
 
+    @field_validator(*_UNSETTABLE, mode="before")
+    @classmethod
+    def _empty_unsets(cls, value: Any) -> Any:
+        return _none_if_empty(value)
+
     @field_validator("listen_address")
     @classmethod
     def _check_listen(cls, value: str) -> str:
@@ -126,7 +153,59 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSource(settings_cls))
+        return (init_settings, _EnvSource(settings_cls), _FileSource(settings_cls))
+
+
+_LIST_FIELDS = {"include_jobs", "exclude_jobs"}
+
+
+class _EnvSource(EnvSettingsSource):
+    """Environment variables; a list setting may be JSON, one value, or comma-separated values.
+
+    ``JOBSTORE_EXPORTER_INCLUDE_JOBS='flaky_.*'`` is what people write; only a value starting
+    with ``[`` is read as JSON.
+    """
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        if field_name in _LIST_FIELDS and isinstance(value, str):
+            if value.lstrip().startswith('["'):
+                try:
+                    return super().decode_complex_value(field_name, field, value)
+                except ValueError:
+                    raise SettingsError(
+                        f"{ENV_PREFIX}{field_name.upper()}: not a valid JSON list; write "
+                        "'[\"a.*\", \"b\"]', or comma-separated values such as 'a.*,b'"
+                    ) from None
+            return split_list(value)  # `[ab].*` is a regular expression, not JSON
+        return super().decode_complex_value(field_name, field, value)
+
+
+def split_list(value: str) -> list[str]:
+    """``a.*, b{1,3}`` -> ``["a.*", "b{1,3}"]``.
+
+    Commas inside (), [] and {} (and escaped ones) belong to the regular expression, so
+    quantifiers and character classes survive the split.
+    """
+    items: list[str] = []
+    current: list[str] = []
+    depth = 0
+    escaped = False
+    for char in value:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            current.append(char)
+            escaped = True
+        elif char == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+        else:
+            depth += (char in "([{") - (char in ")]}")
+            depth = max(depth, 0)
+            current.append(char)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -184,16 +263,20 @@ class StoreConfig:
     backup_job_id: str
     backup_dir: Path | None
     statement_timeout: float
+    driver_note: str | None = None
+    """Set when the configured URL named another driver than the shipped one we use."""
+    password_source: str | None = None
+    """Which setting supplied the password, for error messages (never the password itself)."""
 
     @property
     def display_url(self) -> str:
-        """The URL for logs and pages: password replaced by ``***``."""
-        return self.url.render_as_string(hide_password=True)
+        """The URL for logs and pages: password and credential query values as ``***``."""
+        return dburl.display_url(self.url)
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in output (scrubbed from error messages)."""
-        return (self.url.password,) if self.url.password else ()
+        return dburl.url_secrets(self.url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,17 +291,54 @@ class Config:
 
 def load_config(config_file: Path | None = None, **flags: Any) -> Config:
     """Resolve flags (``None`` means "not given"), environment and file into a Config."""
+    settings = load_settings(config_file, **flags)
+    return Config(settings, _resolve_stores(settings))
+
+
+def backup_dirs(settings: Settings) -> list[Path]:
+    """Each store's ``backup_dir``, without resolving (or requiring) any database URL.
+
+    ``backup list`` needs nothing else, so it must not ask for a ``db_url`` it never uses.
+    """
+    entries = settings.jobstores if settings.jobstores else [StoreSettings()]
+    found: list[Path] = []
+    for entry in entries:
+        given = entry.model_dump(exclude_unset=True)
+        directory = given.get("backup_dir", settings.backup_dir)
+        if directory is not None and directory not in found:
+            found.append(directory)
+    return found
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """The settings from flags, environment and file, before any store is resolved."""
     given = {key: value for key, value in flags.items() if value is not None}
     if "db_schema" not in given and os.environ.get(f"{ENV_PREFIX}SCHEMA"):
         given["db_schema"] = os.environ[f"{ENV_PREFIX}SCHEMA"]
     token = _config_file.set(config_file)
     try:
-        settings = Settings(**given)
+        return Settings(**given)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+    except SettingsError as exc:
+        raise ConfigError(_settings_error(exc)) from None
     finally:
         _config_file.reset(token)
-    return Config(settings, _resolve_stores(settings))
+
+
+def _settings_error(exc: SettingsError) -> str:
+    """pydantic-settings' own errors (a value it could not decode), as one line."""
+    cause = exc.__cause__
+    if isinstance(cause, SettingsError) and str(cause).startswith(ENV_PREFIX):
+        return str(cause)  # ours, wrapped by pydantic-settings
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid setting"
+    field = re.search(r'field "([^"]+)"', text)
+    if field:
+        return (
+            f"{ENV_PREFIX}{field.group(1).upper()}: cannot read this environment variable; "
+            "see docs/configuration.md for its format"
+        )
+    return text
 
 
 def format_validation_error(exc: ValidationError) -> str:
@@ -255,7 +375,14 @@ def _resolve_stores(settings: Settings) -> tuple[StoreConfig, ...]:
     for index, entry in enumerate(entries):
         where = f"jobstores[{index}]." if settings.jobstores else ""
         merged = {key: getattr(settings, key) for key in _STORE_KEYS}
-        merged.update({k: v for k, v in entry.model_dump().items() if v is not None})
+        # Keys the entry sets, even to null (YAML) or "" (TOML), override the top level.
+        merged.update(
+            {
+                key: value
+                for key, value in entry.model_dump(exclude_unset=True).items()
+                if value is not None or key in _UNSETTABLE
+            }
+        )
         stores.append(_store_config(merged, where, settings.statement_timeout))
     names = [store.name for store in stores]
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -276,15 +403,15 @@ def _store_config(values: dict[str, Any], where: str, timeout: float) -> StoreCo
             "or add db_url to the config file"
         )
     try:
-        url = sa.make_url(text)
-    except Exception:  # noqa: BLE001 - SQLAlchemy raises several types; the text may hold a secret
-        raise ConfigError(
-            f"{where}db_url: not a database URL; expected e.g. sqlite:////data/app.sqlite or "
-            "postgresql://user@host/db"
-        ) from None
+        normalized = dburl.normalize(text)
+    except dburl.UrlError as exc:
+        raise ConfigError(f"{where}db_url: {exc}") from None
+    url = normalized.url
+    source = "the URL" if url.password else None
     password = _password(values, where)
     if password is not None:
-        url = url.set(password=password)
+        url = url.set(password=password[0])
+        source = password[1]
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         raise ConfigError(
             f"{where}db_url: an in-memory SQLite database cannot be shared with a scheduler; "
@@ -300,18 +427,27 @@ def _store_config(values: dict[str, Any], where: str, timeout: float) -> StoreCo
         backup_job_id=values["backup_job_id"],
         backup_dir=values["backup_dir"],
         statement_timeout=timeout,
+        driver_note=normalized.driver_note,
+        password_source=source,
     )
 
 
-def _password(values: dict[str, Any], where: str) -> str | None:
+def _password(values: dict[str, Any], where: str) -> tuple[str, str] | None:
+    """The password from db_password or db_password_file, and words naming that setting."""
     secret: SecretStr | None = values["db_password"]
     if secret is not None:
-        return secret.get_secret_value()
+        env = os.environ.get(f"{ENV_PREFIX}DB_PASSWORD")
+        if env is not None and env == secret.get_secret_value():
+            return env, f"{ENV_PREFIX}DB_PASSWORD"
+        return secret.get_secret_value(), f"{where}db_password in the config file"
     path: Path | None = values["db_password_file"]
     if path is None:
         return None
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        return (
+            path.read_text(encoding="utf-8").rstrip("\r\n"),
+            f"the password file {path} (--db-password-file / db_password_file)",
+        )
     except OSError as exc:
         raise ConfigError(
             f"{where}db_password_file: cannot read {path}: {exc.strerror or exc}"

@@ -21,19 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-_DEFAULT_DRIVERS = {
-    "postgresql": "postgresql+psycopg",
-    "postgres": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mariadb+pymysql",
-}
-
-
-def with_default_driver(url: sa.URL) -> sa.URL:
-    """Pick the drivers we ship (psycopg 3, PyMySQL) when the URL names none."""
-    if "+" in url.drivername:
-        return url
-    return url.set(drivername=_DEFAULT_DRIVERS.get(url.drivername, url.drivername))
+from exporter.dburl import normalize_url, redact
 
 
 def sqlite_readonly_url(url: sa.URL) -> sa.URL:
@@ -44,7 +32,7 @@ def sqlite_readonly_url(url: sa.URL) -> sa.URL:
 
 def reader_engine(url: sa.URL, statement_timeout: float) -> sa.Engine:
     """An engine for short read-only polls of the scheduler's database."""
-    url = with_default_driver(url)
+    url = normalize_url(url)  # idempotent: config already did it, with a one-line error
     backend = url.get_backend_name()
     if backend == "sqlite":
         # The busy timeout only matters in rollback-journal mode, while a writer commits.
@@ -124,8 +112,5 @@ def describe_error(exc: BaseException, display_url: str, secrets: tuple[str, ...
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace each secret (and its URL-quoted form) by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***").replace(urllib.parse.quote(secret, safe=""), "***")
-    return text
+    """Each secret (and its URL-quoted forms), URL passwords and ``password=`` as ``***``."""
+    return redact(text, *secrets)

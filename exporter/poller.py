@@ -28,13 +28,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from exporter.config import Config, StoreConfig
-from exporter.db import describe_error, reader_engine
+from exporter.db import reader_engine
 from exporter.selection import JobSelector
 from exporter.snapshot import SourceStatus, StoreSnapshot
 from exporter.sources.backups import BackupDirSource
 from exporter.sources.heartbeats import HeartbeatSource
 from exporter.sources.history import HistorySource
 from exporter.sources.jobs import JobStoreSource
+from exporter.store_errors import explain, headline
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ class StorePoller:
 
     def _succeeded(self, name: str, started: float) -> SourceStatus:
         old = self.snapshot.sources.get(name, SourceStatus(ok=False))
-        if name != "jobs" and self._last_logged.pop(name, None) is not None:
+        if self._last_logged.pop(name, None) is not None and name != "jobs":
             log.info("jobstore %s: %s readable again", self.store.name, name)
         return replace(
             old,
@@ -226,7 +227,7 @@ class StorePoller:
         self, name: str, exc: BaseException, started: float, quiet: bool = False
     ) -> SourceStatus:
         old = self.snapshot.sources.get(name, SourceStatus(ok=False))
-        message = describe_error(exc, self.store.display_url, self.store.secrets)
+        message = explain(exc, self.store, self.engine, name)
         if not quiet:
             self._log_failure(name, message)
         return replace(
@@ -238,9 +239,11 @@ class StorePoller:
         )
 
     def _log_failure(self, name: str, message: str) -> None:
-        """Job store failures: one line per poll. Others: when the error changes, or rarely."""
+        """Job store failures: one line per poll. Others, and configuration mistakes (a missing
+        table, a refused login) that repeat at every backoff step: when the error changes, or
+        rarely."""
         now = time.monotonic()
-        if name != "jobs":
+        if name != "jobs" or headline(message) is not None:
             previous = self._last_logged.get(name)
             if previous and previous[0] == message and now - previous[1] < REPEAT_LOG_EVERY:
                 return

@@ -280,6 +280,8 @@ async def serve(
         await site.start()
         for store in config.stores:
             log.info("jobstore %s: reading %s", store.name, store.display_url)
+            if store.driver_note is not None:
+                log.info("jobstore %s: %s", store.name, store.driver_note)
         scheme = "https" if ssl_context is not None else "http"
         log.info("serving metrics on %s://%s:%d/metrics", scheme, host, port)
         if web_config is not None:

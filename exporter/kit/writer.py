@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,50 +20,40 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from exporter import dburl
+from exporter.dburl import redact
+
 log = logging.getLogger("exporter.kit")
 
 # --------------------------------------------------------------------------------------------
 # URLs and engines
 # --------------------------------------------------------------------------------------------
 
-_DEFAULT_DRIVERS = {
-    "postgresql": "postgresql+psycopg",
-    "postgres": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mariadb+pymysql",
-}
-
-# `scheme://user:password@` as it may appear in any text (an unparsable URL, a driver message).
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@")
-
 SQLITE_BUSY_TIMEOUT = 5.0
 """Seconds a SQLite connection of the kit waits for a lock before reporting "database is locked"."""
 
-
-def redact(text: str, *secrets: str | None) -> str:
-    """`text` with every URL password and each of `secrets` replaced by `***`."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+_noted_drivers: set[str] = set()
 
 
 def normalize_url(url: str | sa.URL) -> sa.URL:
-    """Parse a database URL, naming our default driver when the URL names none.
+    """Parse a database URL and point it at the driver we ship for its dialect.
 
-    `postgresql://` (and Heroku's `postgres://`) become psycopg 3, `mysql://` and `mariadb://`
-    become PyMySQL. The error for an unparsable URL never repeats its password.
+    The kit runs synchronously, so the app's `postgresql+asyncpg://` (or psycopg2, pg8000...)
+    becomes psycopg 3, any MySQL/MariaDB driver PyMySQL, `sqlite+aiosqlite` the standard
+    sqlite3; each replacement is logged once. An unknown scheme, or an unparsable URL, raises
+    ValueError (`dburl.UrlError`) as one line listing the supported schemes, never the password.
     """
-    try:
-        parsed = sa.make_url(url)
-    except Exception:  # noqa: BLE001 - SQLAlchemy's message would quote the whole URL
-        raise ValueError(f"cannot parse database URL {redact(str(url))!r}") from None
-    driver = _DEFAULT_DRIVERS.get(parsed.drivername)
-    return parsed.set(drivername=driver) if driver else parsed
+    normalized = dburl.normalize(url)
+    note = normalized.driver_note
+    if note is not None and normalized.replaced_driver not in _noted_drivers:
+        _noted_drivers.add(normalized.replaced_driver or "")
+        log.info("%s: %s", describe_url(normalized.url), note.replace("reading", "connecting"))
+    return normalized.url
 
 
 def describe_url(url: sa.URL) -> str:
-    return url.render_as_string(hide_password=True)
+    """The URL for logs and errors: password and credential query values as `***`."""
+    return dburl.display_url(url)
 
 
 def create_kit_engine(
@@ -95,9 +84,9 @@ def create_kit_engine(
     return engine
 
 
-def url_password(engine: sa.Engine) -> str | None:
-    password = engine.url.password
-    return str(password) if password else None
+def url_password(engine: sa.Engine) -> tuple[str, ...]:
+    """Every credential in the engine's URL (password, `?sslpassword=`...), for redaction."""
+    return dburl.url_secrets(engine.url)
 
 
 def describe_error(exc: BaseException, engine: sa.Engine | None = None) -> str:
@@ -107,7 +96,7 @@ def describe_error(exc: BaseException, engine: sa.Engine | None = None) -> str:
     else:
         detail = f"{type(exc).__name__}: {exc}"
     first = detail.strip().splitlines()[0] if detail.strip() else type(exc).__name__
-    return redact(first[:500], url_password(engine) if engine is not None else None)
+    return redact(first[:500], *(url_password(engine) if engine is not None else ()))
 
 
 # --------------------------------------------------------------------------------------------

@@ -79,8 +79,8 @@ def test_run_failure_is_one_line_exit_1(tmp_path: Path):
         (["run", "--backup-dir", "/tmp/x"], "config error: db_url: not set"),
         (["run", "--db-url", "sqlite:////tmp/a.sqlite"], "config error: backup_dir: not set"),
         (["run", "--db-url", "nonsense", "--backup-dir", "/tmp/x"], "config error: db_url: not a"),
-        (["list"], "config error: db_url: not set"),
-        (["list", "--db-url", "sqlite:////tmp/a.sqlite"], "config error: backup_dir: not set"),
+        (["list"], "config error: backup_dir: not set"),
+        (["list", "--db-url", "sqlite:////tmp/a.sqlite"], "--db-url: backup list reads only"),
         (["list", "--backup-dir", "/nonexistent/dir"], "cannot list backup_dir /nonexistent/dir"),
     ],
 )

@@ -51,7 +51,9 @@ def test_public_names():
         ("postgres://u:p@db/app", "postgresql+psycopg"),
         ("mysql://u:p@db/app", "mysql+pymysql"),
         ("mariadb://u:p@db/app", "mariadb+pymysql"),
-        ("postgresql+asyncpg://u:p@db/app", "postgresql+asyncpg"),
+        ("postgresql+asyncpg://u:p@db/app", "postgresql+psycopg"),
+        ("mysql+aiomysql://u:p@db/app", "mysql+pymysql"),
+        ("sqlite+aiosqlite:///app.db", "sqlite"),
         ("sqlite:///app.db", "sqlite"),
     ],
 )
@@ -158,6 +160,11 @@ def test_the_kit_never_imports_the_sidecar():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     loaded = result.stdout.split()
-    shared = ("exporter", "exporter.tables", "exporter.backup_files")  # import neither half
+    shared = (
+        "exporter",
+        "exporter.tables",
+        "exporter.backup_files",
+        "exporter.dburl",
+    )  # import neither half
     outside = [m for m in loaded if m not in shared]
     assert all(m.startswith("exporter.kit") for m in outside), loaded
