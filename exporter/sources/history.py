@@ -10,9 +10,18 @@ re-scanned; each poll reads:
    not commit in order), kept for :data:`GAP_TTL` seconds.
 
 A row is counted once, when it is first seen finished. Counters start at zero when the exporter
-starts: rows already finished at the first poll set the ``last_*`` gauges but are not counted,
-so a restarted exporter shows a counter reset (which ``rate()`` handles) and never counts a run
-twice. The first poll reads only what those gauges need (per-job latest rows and open runs).
+starts and count every run that finished after that second, including runs that finished before
+the first successful read of the table (the database was down, or the table did not exist yet:
+the kit creates it when the scheduler starts, often a moment after the exporter). Rows that
+finished earlier set the ``last_*`` gauges but are not counted, so a restarted exporter shows a
+counter reset (which ``rate()`` handles). When the table was seen missing, every row it holds
+once it appears was written since, and all of them are counted, whatever the writer's clock says.
+
+The first poll reads what those gauges need (per-job latest rows and open runs) and counts the
+rows that finished since the start by walking id windows down from the newest row, until a
+window holds only older runs (at most ``MAX_BATCHES_PER_POLL`` windows). A run that started
+before the exporter and ended before its first read, with many newer runs in between, is the
+one case left uncounted.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import logging
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -30,12 +39,10 @@ import sqlalchemy as sa
 
 from exporter.config import StoreConfig
 from exporter.snapshot import JobRuns
-from exporter.tables import as_utc
+from exporter.sources.history_rows import FINISHED, InvalidRow, Run, int_id, parse_row
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("success", "failed", "missed", "skipped")
-STATUSES = frozenset(("running", *FINISHED))
 BUCKETS = (
     0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
 )  # fmt: skip
@@ -45,7 +52,6 @@ MAX_BATCHES_PER_POLL = 40
 GAP_TTL = 600.0
 MAX_GAPS = 10_000
 MAX_GAP_RUN = 1_000  # a longer hole is a sequence jump, not transactions in flight
-MAX_DURATION = 366 * 86400.0  # longer than a year is not a duration, it is a corrupt row
 
 _COLUMNS = (
     "id",
@@ -63,18 +69,6 @@ _COLUMNS = (
 class HistoryRead:
     runs: tuple[JobRuns, ...]
     invalid_rows: Mapping[str, int]  # by reason, since the exporter started
-
-
-@dataclass(slots=True)
-class _Run:
-    id: int
-    job_id: str
-    status: str
-    scheduled: float | None
-    started: float | None
-    finished: float | None
-    duration: float | None  # seconds
-    error: str | None
 
 
 @dataclass(slots=True)
@@ -97,14 +91,6 @@ class _JobState:
     published: JobRuns | None = None
 
 
-class InvalidRow(ValueError):
-    """A history row we cannot use; its reason becomes a label of the invalid-rows counter."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class HistorySource:
     """Reads one store's history table incrementally."""
 
@@ -113,22 +99,36 @@ class HistorySource:
         columns: list[sa.ColumnClause[Any]] = [sa.column(name) for name in _COLUMNS]  # parsed here
         self.table = sa.table(store.history_table, *columns, schema=store.schema)
         self._cursor: int | None = None
-        self._open: dict[int, _Run] = {}  # running rows, by id
+        self._open: dict[int, Run] = {}  # running rows, by id
         self._gaps: dict[int, float] = {}  # missing id -> when first missed
         self._jobs: dict[str, _JobState] = {}
         self._invalid: dict[str, int] = {}
         self._invalid_seen: set[int] = set()
+        # Runs that finished from this second on are counted, even before the first read.
+        self.counting_since = float(math.floor(time.time()))
+        self.saw_table_missing = False
 
     # -- reading --------------------------------------------------------------------------
 
     def read(self, connection: sa.Connection, now: float | None = None) -> HistoryRead:
         now = time.time() if now is None else now
         if self._cursor is None:
-            self._bootstrap(connection)
+            try:
+                self._bootstrap(connection)
+            except sa.exc.DBAPIError:
+                if not self.saw_table_missing and not self._table_exists(connection):
+                    self.saw_table_missing = True
+                raise
         else:
             self._recheck(connection, now)
             self._read_new(connection, now, count=True)
         return HistoryRead(self._publish(), MappingProxyType(dict(self._invalid)))
+
+    def _table_exists(self, connection: sa.Connection) -> bool:
+        try:
+            return sa.inspect(connection).has_table(self.store.history_table, self.store.schema)
+        except sa.exc.DBAPIError:
+            return True  # cannot tell: assume it is there (counting only from the start)
 
     def _select(self) -> sa.Select[Any]:
         return sa.select(*(self.table.c[name] for name in _COLUMNS))
@@ -160,10 +160,41 @@ class HistorySource:
             .where(sa.or_(after_success.c.ok.is_(None), t.c.id > after_success.c.ok))
         ).all()
         distinct = {row[0]: row for row in [*rows, *failures, *started.all(), *running]}
+        top = int(cursor) if cursor is not None else 0
+        recent = self._recent_runs(connection, top)  # the last query: nothing applied yet
         for _row_id, row in sorted(distinct.items(), key=lambda item: str(item[0])):
             self._apply(row, count=False, now=time.time())
+        for run in recent:
+            self._count(self._jobs.setdefault(run.job_id, _JobState()), run)
         # Only now: a bootstrap that failed half-way is simply tried again next poll.
-        self._cursor = int(cursor) if cursor is not None else 0
+        self._cursor = top
+
+    def _recent_runs(self, connection: sa.Connection, top: int) -> list[Run]:
+        """Finished rows at or below ``top`` that ended since counting started (all of them
+        when the table was seen missing), newest id windows first."""
+        t = self.table
+        found: list[Run] = []
+        upper = top
+        for _ in range(MAX_BATCHES_PER_POLL):
+            if upper <= 0:
+                break
+            query = self._select().where(
+                t.c.id > upper - BATCH, t.c.id <= upper, t.c.status.in_(FINISHED)
+            )
+            rows = connection.execute(query).all()
+            before = len(found)
+            for row in rows:
+                try:
+                    run = parse_row(row)
+                except InvalidRow:
+                    continue  # never counted; reported if it is read again as a new row
+                end = run.finished if run.finished is not None else run.started
+                if self.saw_table_missing or (end is not None and end >= self.counting_since):
+                    found.append(run)
+            if rows and len(found) == before and not self.saw_table_missing:
+                break  # a window of older runs only: the exporter's start is behind us
+            upper -= BATCH
+        return found
 
     def _read_new(self, connection: sa.Connection, now: float, *, count: bool) -> None:
         """Rows above the cursor, in bounded id windows.
@@ -196,7 +227,7 @@ class HistorySource:
                 expected = self._cursor + 1
                 continue
             for row in rows:
-                row_id = _int_id(row[0])
+                row_id = int_id(row[0])
                 if row_id is None:
                     continue
                 if expected < row_id <= expected + MAX_GAP_RUN:
@@ -221,7 +252,7 @@ class HistorySource:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             for row in connection.execute(self._select().where(self.table.c.id.in_(chunk))):
-                row_id = _int_id(row[0])
+                row_id = int_id(row[0])
                 if row_id is None:
                     continue
                 found.add(row_id)
@@ -234,9 +265,9 @@ class HistorySource:
 
     def _apply(self, row: Any, *, count: bool, now: float) -> None:
         try:
-            run = _parse(row)
+            run = parse_row(row)
         except InvalidRow as exc:
-            row_id = _int_id(row[0])
+            row_id = int_id(row[0])
             if row_id is not None and row_id in self._invalid_seen:
                 return
             if row_id is not None:
@@ -257,18 +288,23 @@ class HistorySource:
             return
         was_open = self._open.pop(run.id, None) is not None
         if count or was_open:
-            job.runs[run.status] += 1
-            if run.status in ("success", "failed") and run.duration is not None:
-                job.buckets[bisect_left(BUCKETS, run.duration)] += 1
-                job.duration_sum += run.duration
-                job.duration_count += 1
+            self._count(job, run)
         self._note_start(job, run)
         if run.status in ("success", "failed"):
             self._note_finish(job, run)
         job.published = None
 
     @staticmethod
-    def _note_start(job: _JobState, run: _Run) -> None:
+    def _count(job: _JobState, run: Run) -> None:
+        job.runs[run.status] += 1
+        if run.status in ("success", "failed") and run.duration is not None:
+            job.buckets[bisect_left(BUCKETS, run.duration)] += 1
+            job.duration_sum += run.duration
+            job.duration_count += 1
+        job.published = None
+
+    @staticmethod
+    def _note_start(job: _JobState, run: Run) -> None:
         if run.started is None:
             return
         key = (run.started, run.id)
@@ -277,7 +313,7 @@ class HistorySource:
             job.last_run_delay = run.started - run.scheduled if run.scheduled is not None else None
 
     @staticmethod
-    def _note_finish(job: _JobState, run: _Run) -> None:
+    def _note_finish(job: _JobState, run: Run) -> None:
         finished = run.finished if run.finished is not None else run.started
         if finished is None:
             return
@@ -336,53 +372,3 @@ class HistorySource:
                 job.published = published
             result.append(published)
         return tuple(result)
-
-
-# -- parsing ------------------------------------------------------------------------------
-
-
-def _int_id(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _parse(row: Iterable[Any]) -> _Run:
-    """Validate one raw row; anything odd raises InvalidRow with a short reason."""
-    row_id, job_id, scheduled, started, finished, duration_ms, status, error = row
-    if _int_id(row_id) is None:
-        raise InvalidRow("non-integer id")
-    if not isinstance(job_id, str) or not job_id:
-        raise InvalidRow("missing job_id")
-    if status not in STATUSES:
-        raise InvalidRow("unknown status")
-    duration = None
-    if duration_ms is not None:
-        try:
-            duration = float(duration_ms) / 1000.0
-        except (TypeError, ValueError):
-            raise InvalidRow("non-numeric duration") from None
-        if not 0 <= duration <= MAX_DURATION or math.isnan(duration):
-            raise InvalidRow("absurd duration")
-    started_at = _timestamp(started)
-    finished_at = _timestamp(finished)
-    if duration is None and started_at is not None and finished_at is not None:
-        duration = max(0.0, finished_at - started_at)
-    return _Run(
-        id=row_id,
-        job_id=job_id,
-        status=status,
-        scheduled=_timestamp(scheduled),
-        started=started_at,
-        finished=finished_at,
-        duration=duration,
-        error=str(error)[:200] if error is not None else None,
-    )
-
-
-def _timestamp(value: Any) -> float | None:
-    """Unix seconds of a timestamp column; an unreadable one makes the row invalid."""
-    if value is None:
-        return None
-    moment = as_utc(value)
-    if moment is None:
-        raise InvalidRow("unparseable timestamp")
-    return moment.timestamp()
