@@ -11,7 +11,8 @@ restart leaves no trace anywhere else), so it must be exact at the boundaries an
 run for every job at every poll.
 
 Only public trigger attributes and ``get_next_fire_time`` are used: the triggers come out of a
-restricted decoder and may be older or newer 3.x versions than the one installed here.
+restricted decoder and may be older or newer 3.x versions than the one installed here. Every
+step of a walk is charged to the caller's walk budget (``exporter.walk_budget``), if any.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from exporter.cron_words import clock, cron_text
 from exporter.text import capped, encodable
+from exporter.walk_budget import charge
 
 __all__ = ["describe", "previous_fire_time", "trigger_kind"]
 
@@ -88,6 +90,7 @@ def previous_fire_time(trigger: object, now: datetime) -> datetime | None:
 
 def _latest(trigger: Any, now: datetime) -> datetime | None:
     """Dispatch on the trigger kind; ``now`` and the result are in UTC."""
+    charge()
     kind = trigger_kind(trigger)
     if kind == "cron":
         return _cron_latest(_bounded(_without_jitter(trigger), now + timedelta(days=1)), now)
@@ -154,6 +157,7 @@ def _cron_latest(trigger: Any, now: datetime) -> datetime | None:
         if before is not None and (landing is None or landing > found):
             current = before
     for _ in range(_STEPS):
+        charge()
         following = _step(trigger, current)
         if following is None or following > now:
             break
@@ -206,6 +210,7 @@ def _cron_search(trigger: Any, now: datetime) -> datetime | None:
     """
 
     def first(second: int) -> datetime | None:
+        charge()
         found = trigger.get_next_fire_time(None, datetime.fromtimestamp(second, UTC))
         return None if found is None else found.astimezone(UTC)
 
@@ -262,6 +267,7 @@ def _and_latest(triggers: list[Any], now: datetime) -> datetime | None:
         return None
     moment = now
     for _ in range(_AND_ROUNDS):
+        charge()
         found = [_latest(t, moment) for t in triggers]
         if any(f is None for f in found):
             return None
@@ -295,6 +301,7 @@ def _calendar_latest(trigger: Any, now: datetime) -> datetime | None:
                 current = jumped
     last = None
     for _ in range(_STEPS):
+        charge()
         if current is None or current.astimezone(UTC) > now:
             break
         last = current

@@ -13,13 +13,15 @@ import sqlite3
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 import sqlalchemy as sa
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from apscheduler.triggers.combining import AndTrigger, BaseCombiningTrigger, OrTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
@@ -316,3 +318,62 @@ def test_impossible_datetimes_never_become_schedules(sqlite_db: Database) -> Non
     (job,) = snapshot.jobs
     assert not job.decoded and snapshot.undecodable == 1
     assert "2030-02-31" not in job.schedule
+
+
+# --- Fire-time walks that cost too much ---------------------------------------------------------
+
+
+def never_agree(parts: int, shift: int = 0) -> AndTrigger:
+    """Interval triggers that never fire at the same time: an And of them never fires, and
+    finding that out costs rounds of every part."""
+    start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=shift)
+    return AndTrigger(
+        [IntervalTrigger(hours=parts, start_date=start + timedelta(hours=i)) for i in range(parts)]
+    )
+
+
+async def test_a_row_of_20000_shared_and_triggers_does_not_hold_readiness(
+    sqlite_db: Database,
+) -> None:
+    """The 40 KB row that held the first poll, and /readyz, for minutes: an OrTrigger of 20,000
+    references to one And of two interval triggers that never coincide."""
+    shared = ("apscheduler.triggers.combining:AndTrigger", never_agree(2).__getstate__())
+    state = {"version": 1, "jitter": None, "triggers": [shared] * 20_000}
+    with mock.patch.object(BaseCombiningTrigger, "__getstate__", lambda self: state):
+        row = job_state("wide", OrTrigger([]))
+    assert len(row) < 50_000
+    write_jobs(sqlite_db.url)
+    insert_row(sqlite_db, "wide", row, time.time() + 60)
+    async for running in serve(sqlite_db.url):  # polls once at start, as a deployed sidecar
+        deadline = time.monotonic() + 30
+        while (await running.get("/readyz"))[0] != 200:
+            assert time.monotonic() < deadline, "/readyz still 503 after 30 s"
+            await asyncio.sleep(0.1)
+        samples = await running.samples()
+        assert value(samples, "jobstore_exporter_undecodable_jobs", jobstore="default") == 1
+
+
+def test_a_costly_walk_gives_up_on_its_row_alone(
+    sqlite_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row within the decoder's bounds whose fire-time walk takes seconds (9 Ands of 100
+    interval triggers that never agree) is given up on by itself; the jobs after it still get
+    their expected run times in the same poll, and the log names the job, not the database."""
+    write_jobs(sqlite_db.url, [])
+    slow = OrTrigger([never_agree(100, shift) for shift in range(9)])
+    insert_row(sqlite_db, "slow", job_state("slow", slow), time.time() + 60)  # read first
+    write_jobs(sqlite_db.url)
+    poller = StorePoller(load_config(db_url=sqlite_db.url).stores[0])
+    with caplog.at_level(logging.WARNING):
+        first = poller.poll()
+        second = poller.poll()
+    poller.close()
+    jobs = {job.id: job for job in first.jobs}
+    assert first.up and jobs["slow"].decoded and jobs["slow"].trigger == "or"
+    assert jobs["slow"].previous_fire_time is None
+    for cron in ("database_backup", "report_gen"):  # (the interval job has not fired yet)
+        assert jobs[cron].previous_fire_time is not None, cron
+    gave_up = [r.getMessage() for r in caplog.records if "gave up" in r.getMessage()]
+    assert len(gave_up) == 1, gave_up  # once, not at every poll
+    assert "'slow'" in gave_up[0] and "sqlite" not in gave_up[0] and "app.sqlite" not in gave_up[0]
+    assert second.up and {job.id for job in second.jobs} == set(jobs)

@@ -29,6 +29,7 @@ from exporter.decode import MAX_JOB_STATE_BYTES, UndecodableJob, decode_job_stat
 from exporter.schedule import describe, previous_fire_time, trigger_kind
 from exporter.snapshot import JobView
 from exporter.text import capped, decode_id, encodable
+from exporter.walk_budget import ROW_BUDGET, WalkBudgetExceeded, charge, walk_budget
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class _Cached:
     view: JobView
     trigger_key: str | None = None  # None: no trigger to compute fire times from
     previous_until: float = -math.inf
+    gave_up: bool = False  # the fire-time walk ran out of its budget (logged once)
 
 
 class JobStoreSource:
@@ -104,7 +106,7 @@ class JobStoreSource:
                     # Triggers are not kept between polls (a cron trigger is ~4 KB); the row's
                     # bytes are, and decoding them again costs far less than the arithmetic.
                     trigger = trigger if trigger is not None else _trigger_of(state)
-                    previous, entry.previous_until = _previous_fire(trigger, now)
+                    previous, entry.previous_until = self._walk(entry, trigger, now)
                 # else: over budget; this job's expected run waits for a later poll
             if key is not None and entry.previous_until > now:
                 fire_times.setdefault(key, (previous, entry.previous_until))
@@ -120,6 +122,26 @@ class JobStoreSource:
             self._words = {k: v for k, v in self._words.items() if k in live}
         jobs.sort(key=lambda job: job.id)
         return JobsRead(tuple(jobs), undecodable)
+
+    def _walk(self, entry: _Cached, trigger: Any, now: float) -> tuple[float | None, float]:
+        """:func:`_previous_fire` within :data:`ROW_BUDGET`; past it, this job alone goes
+        without its expected run time until :data:`WALK_RETRY` seconds later."""
+        try:
+            with walk_budget(ROW_BUDGET):
+                return _previous_fire(trigger, now)
+        except WalkBudgetExceeded:
+            if not entry.gave_up:
+                entry.gave_up = True
+                log.warning(
+                    "jobstore %s: job %r: gave up working out its fire times after %.1f s (its "
+                    "trigger is too costly to walk); it has no "
+                    "apscheduler_job_expected_run_timestamp_seconds, retried every %.0f s",
+                    self.store.name,
+                    entry.view.id,
+                    ROW_BUDGET,
+                    WALK_RETRY,
+                )
+            return None, now + WALK_RETRY
 
     def _query_for(self, dialect: str) -> sa.Select[Any]:
         """The SELECT: ``job_state`` only up to the size the decoder accepts, and its length.
@@ -226,6 +248,9 @@ def _state_key(state: object, size: object) -> object:
 FIRE_TIME_BUDGET = 2.0
 """Seconds a poll may spend on fire-time arithmetic; the rest carries over to the next poll."""
 
+WALK_RETRY = 600.0
+"""Seconds before the fire times of a job whose walk ran out of its budget are tried again."""
+
 
 def _trigger_key(job_id: str, trigger: Any) -> str | None:
     """Equal for triggers that fire at the same times: repr names the fields, zone and dates."""
@@ -252,6 +277,8 @@ def _previous_fire(trigger: Any, now: float) -> tuple[float | None, float]:
     try:
         previous = previous_fire_time(trigger, moment)
         following = _bounded_next(trigger, moment + timedelta(microseconds=1))
+    except WalkBudgetExceeded:
+        raise
     except Exception:  # noqa: BLE001 - a decoded trigger with odd state must not stop the poll
         log.debug("cannot compute fire times", exc_info=True)
         return None, now + 60.0
@@ -273,8 +300,10 @@ def _bounded_next(trigger: Any, now: datetime) -> datetime | None:
     crafted (or merely unlucky) row. Combinators are walked here with a bound; leaves are asked
     directly. Past the bound the answer is "no known next time" (None).
     """
+    charge()
     if isinstance(trigger, AndTrigger):
         for _ in range(_AND_ROUNDS):
+            charge()
             times = [_bounded_next(child, now) for child in trigger.triggers]
             if any(moment is None for moment in times):
                 return None
