@@ -49,7 +49,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter.kit import instrument
-from exporter.kit.recorder import timed_run_job
+from exporter.kit.timing import timed_run_job
 from exporter.kit.writer import normalize_url
 
 RESULTS = Path(__file__).parent / "results" / "recorder.json"

@@ -22,13 +22,8 @@ from apscheduler.schedulers.base import BaseScheduler
 from exporter import __version__
 from exporter.kit.backup import BackupSetting, install_backup_job
 from exporter.kit.heartbeat import Heartbeat
-from exporter.kit.recorder import (
-    EVENTS,
-    Recorder,
-    close_orphaned_runs,
-    prune_heartbeats,
-    prune_history,
-)
+from exporter.kit.maintenance import close_orphaned_runs, prune_heartbeats, prune_history
+from exporter.kit.recorder import EVENTS, Recorder
 from exporter.kit.writer import (
     SQLITE_BUSY_TIMEOUT,
     HistoryWriter,
