@@ -19,7 +19,6 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import BaseScheduler
 
-from exporter import __version__
 from exporter.kit.backup import BackupSetting, install_backup_job
 from exporter.kit.heartbeat import Heartbeat
 from exporter.kit.maintenance import close_orphaned_runs, prune_heartbeats, prune_history
@@ -36,6 +35,7 @@ from exporter.kit.writer import (
 )
 from exporter.tables import heartbeat_table as make_heartbeat_table
 from exporter.tables import history_table as make_history_table
+from exporter.version import __version__
 
 log = logging.getLogger("exporter.kit")
 
