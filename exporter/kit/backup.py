@@ -47,7 +47,9 @@ import sqlalchemy as sa
 from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from exporter.backup_files import (
     EXTENSIONS,
@@ -821,8 +823,9 @@ def register_backup_job(
     database_url: str | sa.URL | sa.Engine,
     backup_dir: str | os.PathLike[str],
     keep: int = 7,
-    hour: int = 2,
-    minute: int = 0,
+    hour: int | str = 2,
+    minute: int | str = 0,
+    every: float | None = None,
     max_age_days: float | None = None,
     password_env: str | None = None,
     password_file: str | os.PathLike[str] | None = None,
@@ -844,7 +847,12 @@ def register_backup_job(
     run still happens (once, coalesced). With `catch_up`, a run the job store shows as missed
     (its next run time passed while no scheduler ran) happens right away instead of being
     skipped by the re-registration.
+
+    `hour` and `minute` take whatever APScheduler's cron fields take (`2`, `"*"`, `"*/5"`,
+    `"1,13"`...). `every` (seconds) replaces the daily cron with an interval, for demos and
+    tests that want a backup every few minutes. The log line states the schedule in force.
     """
+    trigger = _backup_trigger(hour, minute, every, timezone)
     if keep < 1:
         raise ValueError("keep must be at least 1 (rotation never deletes the newest backup)")
     if max_age_days is not None and max_age_days <= 0:
@@ -882,7 +890,7 @@ def register_backup_job(
         log.warning("the %s job missed its run while no scheduler ran: running it now", job_id)
     job = scheduler.add_job(
         JOB_FUNC,
-        trigger=CronTrigger(hour=hour, minute=minute, timezone=timezone),
+        trigger=trigger,
         id=job_id,
         name=name,
         kwargs=kwargs,
@@ -894,16 +902,47 @@ def register_backup_job(
         **extra,
     )
     log.info(
-        "database backup of %s to %s daily at %02d:%02d %s, keeping %d%s",
+        "database backup of %s to %s %s, keeping %d%s",
         describe_url(url),
         kwargs["backup_dir"],
-        hour,
-        minute,
-        timezone,
+        describe_schedule(hour, minute, every, timezone),
         keep,
         " (password kept in this process only)" if in_process else "",
     )
     return job
+
+
+def _backup_trigger(
+    hour: int | str, minute: int | str, every: float | None, timezone: str
+) -> BaseTrigger:
+    """The job's trigger, or ValueError naming the bad argument (APScheduler's own check)."""
+    if every is not None:
+        if isinstance(every, bool) or not every > 0:
+            raise ValueError(f"every must be a positive number of seconds, not {every!r}")
+        return IntervalTrigger(seconds=float(every), timezone=timezone)
+    for name, value in (("hour", hour), ("minute", minute)):
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"{name} must be an int or a cron expression, not {value!r}")
+    try:
+        return CronTrigger(hour=hour, minute=minute, timezone=timezone)
+    except ValueError as exc:
+        raise ValueError(f"hour={hour!r}, minute={minute!r}: {exc}") from None
+
+
+def describe_schedule(
+    hour: int | str, minute: int | str, every: float | None, timezone: str
+) -> str:
+    """The schedule in words for the log: ``daily at 02:00 UTC``, ``every 300 s``, or the cron
+    fields as given (``at hour=* minute=*/5 UTC``) when they are not one time of day."""
+    if every is not None:
+        return f"every {float(every):g} s"
+    if _plain_number(hour) and _plain_number(minute):
+        return f"daily at {int(hour):02d}:{int(minute):02d} {timezone}"
+    return f"at hour={hour} minute={minute} {timezone}"
+
+
+def _plain_number(value: int | str) -> bool:
+    return isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
 
 
 def _missed_run(scheduler: BaseScheduler, jobstore: str, job_id: str) -> bool:

@@ -317,3 +317,32 @@ def test_a_backup_missed_while_down_runs_at_start(
     else:
         assert not hasattr(job, "next_run_time")  # computed from the trigger at start
     store.engine.dispose()
+
+
+def test_cron_fields_as_apscheduler_takes_them_and_the_log_says_so(tmp_path: Path, caplog):
+    url = f"sqlite:///{tmp_path}/app.sqlite"
+    store = SQLAlchemyJobStore(url=url)
+    scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
+    scheduler.start(paused=True)
+    try:
+        with caplog.at_level("INFO", logger="exporter.kit.backup"):
+            job = register_backup_job(
+                scheduler, database_url=url, backup_dir=tmp_path / "b", hour="*", minute="*"
+            )
+        assert str(job.trigger) == "cron[hour='*', minute='*']"
+        assert job.next_run_time - datetime.now(UTC) <= timedelta(seconds=61)
+        assert f"{tmp_path / 'b'} at hour=* minute=* UTC, keeping 7" in caplog.text
+        caplog.clear()
+        with caplog.at_level("INFO", logger="exporter.kit.backup"):
+            register_backup_job(scheduler, database_url=url, backup_dir=tmp_path, minute="*/5")
+            register_backup_job(scheduler, database_url=url, backup_dir=tmp_path, every=300)
+            register_backup_job(scheduler, database_url=url, backup_dir=tmp_path, hour="4")
+        assert "at hour=2 minute=*/5 UTC" in caplog.text
+        assert "every 300 s" in caplog.text and "daily at 04:00 UTC" in caplog.text
+        with pytest.raises(ValueError, match="hour=25, minute=0: "):
+            register_backup_job(scheduler, database_url=url, backup_dir=tmp_path, hour=25)
+        with pytest.raises(ValueError, match="every must be a positive number of seconds"):
+            register_backup_job(scheduler, database_url=url, backup_dir=tmp_path, every=0)
+    finally:
+        scheduler.shutdown(wait=False)
+        store.engine.dispose()
