@@ -1,101 +1,96 @@
 """`jobstore-exporter demo`: the seed's scheduler on SQLite, with the exporter beside it.
 
-A real AsyncIOScheduler from the kit's ``create_scheduler`` persists the seed's jobs in a SQLite
-file, exactly as an Aegis app would, recording every run and a heartbeat; the sidecar reads that
-file read-only in the same event loop, so a newcomer sees the product working with nothing to
-install. The jobs do small real work inside the demo directory. The demo imports both halves,
-which the sidecar itself never does.
+A real AsyncIOScheduler from the kit's ``create_scheduler`` persists the demo jobs
+(``exporter.demo_jobs``, shared with ``deploy/demo_scheduler.py``) in a SQLite file, exactly as
+an Aegis app would, recording every run and a heartbeat; the sidecar reads that file read-only
+in the same event loop, so a newcomer sees the product working with nothing to install: job
+counts, next-run deltas, run durations and backup results all within the first minute. The demo
+imports both halves, which the sidecar itself never does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
-from datetime import UTC, datetime
+import socket
+import sys
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from exporter.config import ConfigError, load_config
+from exporter.demo_jobs import (  # the job functions too: rows of older demos name them here
+    DEMO_BACKUP_EVERY,
+    add_demo_jobs,
+    back_up_at_start,
+    backup_setting,
+    cleanup_temp,
+    report_gen,
+    sync_inventory,
+)
 from exporter.kit import create_scheduler
-from exporter.server import serve
+from exporter.server import serve, split_address
+
+__all__ = ["build_scheduler", "cleanup_temp", "report_gen", "run_demo", "sync_inventory"]
 
 log = logging.getLogger(__name__)
 
 DEMO_DB = "demo.sqlite"
 
 
-def cleanup_temp(temp_dir: str, max_age_seconds: float = 6 * 3600) -> int:
-    """Delete files older than ``max_age_seconds`` from the demo's temp directory."""
-    removed = 0
-    cutoff = time.time() - max_age_seconds
-    for path in Path(temp_dir).glob("*"):
-        if path.is_file() and path.stat().st_mtime < cutoff:
-            path.unlink()
-            removed += 1
-    return removed
-
-
-def report_gen(report_dir: str) -> str:
-    """Write a tiny weekly report file."""
-    target = Path(report_dir)
-    target.mkdir(parents=True, exist_ok=True)
-    path = target / f"report_{datetime.now(UTC):%Y%m%d}.txt"
-    path.write_text(f"weekly report generated at {datetime.now(UTC).isoformat()}\n")
-    return str(path)
-
-
-def sync_inventory(failure_rate: float = 0.2) -> int:
-    """A fast job that sometimes fails, so the demo has failures to show."""
-    time.sleep(random.uniform(0.05, 0.4))
-    if random.random() < failure_rate:
-        raise ConnectionError("inventory service timed out (demo failure)")
-    return random.randint(1, 100)
-
-
 def build_scheduler(directory: Path) -> AsyncIOScheduler:
-    """The seed's jobs, persisted in ``directory/demo.sqlite`` with history and heartbeats,
-    re-registered from code at every start as Aegis apps do."""
+    """The demo jobs, persisted in ``directory/demo.sqlite`` with history and heartbeats,
+    re-registered from code at every start as Aegis apps do.
+
+    The backup is the kit's real one (SQLite online backup, verified, rotated), every
+    ``DEMO_BACKUP_EVERY`` seconds and once right at start, so backup metrics show within the
+    first minute; its directory exists before the exporter's first poll, so no source of a
+    fresh demo ever fails.
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / "backups").mkdir(exist_ok=True)
     db_path = (directory / DEMO_DB).resolve()
-    # The kit's real daily backup (SQLite online backup, verified, rotated), not a demo copy.
     scheduler = create_scheduler(
-        f"sqlite:///{db_path}", timezone="UTC", backup=str(directory / "backups")
+        f"sqlite:///{db_path}",
+        timezone="UTC",
+        backup=backup_setting(directory / "backups", DEMO_BACKUP_EVERY),
     )
-    scheduler.add_job(
-        "exporter.demo:cleanup_temp",
-        trigger=IntervalTrigger(hours=6, timezone="UTC"),
-        kwargs={"temp_dir": str(directory / "tmp")},
-        id="cleanup_temp",
-        name="Clean Temporary Files",
-        replace_existing=True,
-    )
-    scheduler.add_job(
-        "exporter.demo:report_gen",
-        trigger=CronTrigger(day_of_week="mon", hour=9, minute=0, timezone="UTC"),
-        kwargs={"report_dir": str(directory / "reports")},
-        id="report_gen",
-        name="Weekly Report",
-        replace_existing=True,
-    )
-    scheduler.add_job(
-        "exporter.demo:sync_inventory",
-        trigger=IntervalTrigger(seconds=20, timezone="UTC"),
-        id="sync_inventory",
-        name="Sync Inventory",
-        max_instances=1,
-        replace_existing=True,
-    )
+    add_demo_jobs(scheduler, directory)
+    back_up_at_start(scheduler)
     return scheduler
+
+
+def port_problem(listen_address: str) -> str | None:
+    """Why the exporter could not listen on ``listen_address`` (None if it can), found before
+    anything starts, so a taken port is one line and not the last of a dozen."""
+    try:
+        host, port = split_address(listen_address)
+    except ValueError:
+        return "not HOST:PORT"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        return f"cannot resolve {host}: {exc}"
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 async def run_demo(directory: Path, listen_address: str, poll_interval: float) -> int:
     """Start scheduler and exporter, print where to look, run until interrupted."""
-    scheduler = build_scheduler(directory)
+    problem = port_problem(listen_address)
+    if problem is not None:
+        print(
+            f"jobstore-exporter demo: cannot listen on {listen_address}: {problem}; "
+            "pass --listen-address 127.0.0.1:PORT",
+            file=sys.stderr,
+        )
+        return 2
     db_url = f"sqlite:///{(directory / DEMO_DB).resolve()}"
     try:
         config = load_config(
@@ -105,8 +100,9 @@ async def run_demo(directory: Path, listen_address: str, poll_interval: float) -
             backup_dir=directory / "backups",
         )
     except ConfigError as exc:
-        print(f"jobstore-exporter demo: {exc}")
+        print(f"jobstore-exporter demo: {exc}", file=sys.stderr)
         return 2
+    scheduler = build_scheduler(directory)
     scheduler.start()
     ready = asyncio.Event()
     server = asyncio.create_task(serve(config, ready=ready))
@@ -119,7 +115,8 @@ async def run_demo(directory: Path, listen_address: str, poll_interval: float) -
         except OSError as exc:
             print(
                 f"jobstore-exporter demo: cannot listen on {listen_address}: "
-                f"{exc.strerror or exc}; pass --listen-address 127.0.0.1:PORT"
+                f"{exc.strerror or exc}; pass --listen-address 127.0.0.1:PORT",
+                file=sys.stderr,
             )
         return 2
     base = f"http://{listen_address}"
@@ -128,6 +125,7 @@ async def run_demo(directory: Path, listen_address: str, poll_interval: float) -
         f"  scheduler database: {db_url}\n"
         f"  status page:        {base}/\n"
         f"  metrics:            {base}/metrics\n"
+        f"  backups:            {(directory / 'backups').resolve()} (every 5 minutes)\n"
         f"  readiness:          {base}/readyz\n"
         f"  health check:       jobstore-exporter check --detailed --db-url {db_url}\n",
         flush=True,
