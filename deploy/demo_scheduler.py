@@ -3,11 +3,13 @@
 It does what an Aegis-style app's scheduler container does. ``exporter.create_scheduler``
 persists the jobs in the database, records every run in ``job_execution`` and writes heartbeats
 to ``scheduler_heartbeat``; every start re-registers the jobs from code with
-``replace_existing=True``. The jobs are those of ``jobstore-exporter demo`` (``exporter.demo``):
-the kit's ``database_backup`` daily at 02:00 UTC (SQLite's backup API, or ``pg_dump`` for
-PostgreSQL), ``cleanup_temp`` every 6 hours, ``report_gen`` weekly on Monday at 09:00 UTC and
-``sync_inventory`` every 20 s, failing about one run in five. Unlike the demo, it runs on any
-database the kit backs up, as a process of its own, with settings that make things fail.
+``replace_existing=True``. The jobs are those of ``jobstore-exporter demo``, defined once in
+``exporter.demo_jobs``: ``cleanup_temp`` every 6 hours, ``report_gen`` weekly on Monday at
+09:00 UTC and ``sync_inventory`` every 20 s, failing about one run in five, beside the kit's
+``database_backup`` (SQLite's backup API, or ``pg_dump`` for PostgreSQL), here daily at
+02:00 UTC unless ``--backup-every`` asks for an interval; the log states the schedule in force.
+Unlike the demo, it runs on any database the kit backs up, as a process of its own, with
+settings that make things fail.
 
 Run it beside ``jobstore-exporter serve`` (see docs/getting-started.md)::
 
@@ -45,16 +47,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from exporter import create_scheduler
-from exporter.demo import cleanup_temp, report_gen, sync_inventory
+from exporter.demo_jobs import add_demo_jobs, backup_setting
 from exporter.kit.writer import normalize_url
 
 log = logging.getLogger("demo_scheduler")
-
-BACKUP_JOB_ID = "database_backup"
 
 
 def build_scheduler(
@@ -69,43 +67,14 @@ def build_scheduler(
     """The seed's jobs on ``engine``, re-registered from code as at every start of the app.
 
     The backup is the kit's (``create_scheduler(backup=...)``): a verified copy named
-    ``<db>_<UTC stamp>.<ext>``, rotated, daily at 02:00 UTC; ``backup_every`` seconds > 0 only
-    changes its trigger.
+    ``<db>_<UTC stamp>.<ext>``, rotated, daily at 02:00 UTC; ``backup_every`` seconds > 0 makes
+    it an interval job instead (registered as such, so its log line says so).
     """
-    backup: dict[str, Any] = {"backup_dir": str(backup_dir)}
+    backup: dict[str, Any] = backup_setting(backup_dir, backup_every if backup_every > 0 else None)
     if password_file:
         backup["password_file"] = password_file  # read at each run, never stored in the job
     scheduler = create_scheduler(engine, timezone="UTC", backup=backup)
-    if backup_every > 0:
-        scheduler.modify_job(BACKUP_JOB_ID, name="Database Backup")
-        scheduler.reschedule_job(
-            BACKUP_JOB_ID, trigger=IntervalTrigger(seconds=backup_every, timezone="UTC")
-        )
-    scheduler.add_job(
-        cleanup_temp,
-        trigger=IntervalTrigger(hours=6, timezone="UTC"),
-        kwargs={"temp_dir": str(work_dir / "tmp")},
-        id="cleanup_temp",
-        name="Clean Temporary Files",
-        replace_existing=True,
-    )
-    scheduler.add_job(
-        report_gen,
-        trigger=CronTrigger(day_of_week="mon", hour=9, minute=0, timezone="UTC"),
-        kwargs={"report_dir": str(work_dir / "reports")},
-        id="report_gen",
-        name="Weekly Report",
-        replace_existing=True,
-    )
-    scheduler.add_job(
-        sync_inventory,
-        trigger=IntervalTrigger(seconds=20, timezone="UTC"),
-        kwargs={"failure_rate": failure_rate},
-        id="sync_inventory",
-        name="Sync Inventory",
-        max_instances=1,
-        replace_existing=True,
-    )
+    add_demo_jobs(scheduler, work_dir, failure_rate)
     return scheduler
 
 

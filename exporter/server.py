@@ -272,8 +272,16 @@ async def serve(
     loop = asyncio.get_running_loop()
     # Handlers first: a signal that arrives as soon as the port answers must not find the
     # default action (SIGTERM would kill the process without cleanup, SIGHUP would end it).
+    # SIGTERM (docker stop, the kubelet) and SIGINT (Ctrl-C) stop alike: logged, clean, exit 0.
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)  # docker stop, the kubelet
+    stopped_by: list[str] = []
+
+    def stop_on(signum: signal.Signals) -> None:
+        stopped_by.append(signum.name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_on, signum)
     if loader is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: _reload_in_background(sidecar))
     try:
@@ -291,9 +299,9 @@ async def serve(
         if ready is not None:
             ready.set()
         await stop.wait()
-        log.info("stopping on SIGTERM")
+        log.info("stopping on %s", stopped_by[0])
     finally:
-        for signum in (signal.SIGHUP, signal.SIGTERM):
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
         await runner.cleanup()
