@@ -31,7 +31,6 @@ from exporter.kit.writer import (
     describe_error,
     describe_url,
     ensure_tables,
-    normalize_url,
 )
 from exporter.tables import heartbeat_table as make_heartbeat_table
 from exporter.tables import history_table as make_history_table
@@ -302,8 +301,8 @@ def create_scheduler(
         if engine.dialect.name == "sqlite":
             _sqlite_wal(engine)
     else:
-        engine = create_kit_engine(
-            normalize_url(database_url), sqlite_wal=True, sqlite_busy_timeout=SQLITE_BUSY_TIMEOUT
+        engine = create_kit_engine(  # maps the app's driver to ours, and logs it
+            database_url, sqlite_wal=True, sqlite_busy_timeout=SQLITE_BUSY_TIMEOUT
         )
     stores = dict(options.pop("jobstores", None) or {})
     stores.setdefault(jobstore, SQLAlchemyJobStore(engine=engine, tablename=jobs_table))

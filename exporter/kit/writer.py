@@ -32,23 +32,17 @@ log = logging.getLogger("exporter.kit")
 SQLITE_BUSY_TIMEOUT = 5.0
 """Seconds a SQLite connection of the kit waits for a lock before reporting "database is locked"."""
 
-_noted_drivers: set[str] = set()
-
 
 def normalize_url(url: str | sa.URL) -> sa.URL:
     """Parse a database URL and point it at the driver we ship for its dialect.
 
     The kit runs synchronously, so the app's `postgresql+asyncpg://` (or psycopg2, pg8000...)
     becomes psycopg 3, any MySQL/MariaDB driver PyMySQL, `sqlite+aiosqlite` the standard
-    sqlite3; each replacement is logged once. An unknown scheme, or an unparsable URL, raises
-    ValueError (`dburl.UrlError`) as one line listing the supported schemes, never the password.
+    sqlite3 (`create_kit_engine` logs the replacement). An unknown scheme, or an unparsable URL,
+    raises ValueError (`dburl.UrlError`) as one line listing the supported schemes, never the
+    password.
     """
-    normalized = dburl.normalize(url)
-    note = normalized.driver_note
-    if note is not None and normalized.replaced_driver not in _noted_drivers:
-        _noted_drivers.add(normalized.replaced_driver or "")
-        log.info("%s: %s", describe_url(normalized.url), note.replace("reading", "connecting"))
-    return normalized.url
+    return dburl.normalize_url(url)
 
 
 def describe_url(url: sa.URL) -> str:
@@ -65,7 +59,10 @@ def create_kit_engine(
     retry, not an error. On SQLite a busy timeout is always set; `sqlite_wal` also switches the
     file to WAL mode, so readers never block the scheduler's writes.
     """
-    parsed = normalize_url(url)
+    normalized = dburl.normalize(url)
+    parsed = normalized.url
+    if normalized.driver_note is not None:
+        log.info("%s: %s", describe_url(parsed), normalized.driver_note.replace("reading", "using"))
     if parsed.get_backend_name() != "sqlite":
         return sa.create_engine(parsed, pool_pre_ping=True)
     engine = sa.create_engine(parsed, connect_args={"timeout": sqlite_busy_timeout})

@@ -168,3 +168,40 @@ def test_the_kit_never_imports_the_sidecar():
     )  # import neither half
     outside = [m for m in loaded if m not in shared]
     assert all(m.startswith("exporter.kit") for m in outside), loaded
+
+
+ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "mariadb": "mysql+aiomysql",
+}
+
+
+async def test_the_apps_async_driver_url_runs_on_the_shipped_driver(any_db, caplog):
+    """An async app's DATABASE_URL names asyncpg / aiomysql / aiosqlite; the kit runs its job
+    store and history on the shipped synchronous driver instead, and says so once."""
+    caplog.set_level(logging.INFO, "exporter.kit")
+    url = sa.make_url(any_db.url).set(drivername=ASYNC_DRIVERS[any_db.kind])
+    scheduler = create_scheduler(url.render_as_string(hide_password=False), timezone="UTC")
+    counter = EventCounter(scheduler)
+    scheduler.start()
+    scheduler.add_job(tick, id="once")
+    scheduler.add_job(tick, "interval", hours=1, id="hourly")
+    await until(lambda: counter.total() == 1)
+    await shut_down(scheduler)
+    assert [r["job_id"] for r in history(any_db.engine())] == ["once"]
+    engine = any_db.engine()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT id FROM apscheduler_jobs").scalars().all() == ["hourly"]
+    engine.dispose()
+    driver = ASYNC_DRIVERS[any_db.kind].split("+")[1]
+    assert caplog.text.count(f"the URL names the {driver} driver") == 1
+
+
+def test_an_unknown_scheme_is_one_line_for_the_kit_too():
+    with pytest.raises(ValueError) as info:
+        create_scheduler("postgressql://app:pw@db/app")
+    assert "supported: postgresql://, postgres://, mysql://, mariadb://, sqlite:///" in str(
+        info.value
+    )
+    assert "pw" not in str(info.value)
