@@ -7,6 +7,7 @@ where only a crafted row has the shape), then read by the real sidecar and scrap
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import pickle
 import sqlite3
@@ -24,6 +25,7 @@ from aiohttp.test_utils import TestServer
 from apscheduler.triggers.combining import AndTrigger, BaseCombiningTrigger, OrTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from pages_support import Runs
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families
 from stores import SEED_JOBS, write_jobs
@@ -377,3 +379,24 @@ def test_a_costly_walk_gives_up_on_its_row_alone(
     assert len(gave_up) == 1, gave_up  # once, not at every poll
     assert "'slow'" in gave_up[0] and "sqlite" not in gave_up[0] and "app.sqlite" not in gave_up[0]
     assert second.up and {job.id for job in second.jobs} == set(jobs)
+
+
+async def test_a_costly_trigger_never_holds_other_requests_on_its_job_page(
+    sqlite_db: Database,
+) -> None:
+    """The job page walks the trigger for its next fire times: within the walk budget, and
+    beside the event loop, so the sidecar keeps answering while it does."""
+    write_jobs(sqlite_db.url, [])
+    slow = OrTrigger([never_agree(100, shift) for shift in range(9)])
+    insert_row(sqlite_db, "slow", job_state("slow", slow), time.time() + 60)
+    runs = Runs(sqlite_db.url)  # the history table, as the kit creates it
+    runs.add("slow", "success", 3600, 1.0)
+    runs.close()
+    async for running in serve(sqlite_db.url):
+        await running.poll()
+        page = asyncio.create_task(running.get("/api/jobs/default/slow"))
+        await asyncio.sleep(0.2)  # the page is being worked out
+        assert (await running.get("/healthz"))[0] == 200
+        assert not page.done(), "/healthz waited for the job page's walk"
+        status, text = await page
+        assert status == 200 and json.loads(text)["job"]["next_fire_times"] == [], text

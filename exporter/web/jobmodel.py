@@ -16,6 +16,7 @@ from exporter import history_report
 from exporter.decode import DecodedJob
 from exporter.snapshot import JobRuns, JobView
 from exporter.sources.jobs import _bounded_next
+from exporter.walk_budget import ROW_BUDGET, walk_budget
 from exporter.web.runs import Run
 
 STATUSES = ("success", "failed", "missed", "skipped", "running")
@@ -40,17 +41,18 @@ def next_fire_times(trigger: Any, now: float, count: int = NEXT_FIRE_TIMES) -> l
     (an And trigger that never agrees ends the list instead of spinning)."""
     result: list[float] = []
     moment = datetime.fromtimestamp(now, UTC)
-    for _ in range(count):
-        try:
-            following = _bounded_next(trigger, moment)
-        except Exception:  # noqa: BLE001 - an odd decoded trigger must not break the page
-            break
-        if following is None or (result and following.timestamp() <= result[-1]):
-            break
-        if following.timestamp() < now:  # a date trigger whose date has passed
-            break
-        result.append(following.timestamp())
-        moment = following + timedelta(microseconds=1)
+    with walk_budget(ROW_BUDGET):  # a trigger too costly to walk ends the list early
+        for _ in range(count):
+            try:
+                following = _bounded_next(trigger, moment)
+            except Exception:  # noqa: BLE001 - an odd or too costly trigger must not break the page
+                break
+            if following is None or (result and following.timestamp() <= result[-1]):
+                break
+            if following.timestamp() < now:  # a date trigger whose date has passed
+                break
+            result.append(following.timestamp())
+            moment = following + timedelta(microseconds=1)
     return result
 
 

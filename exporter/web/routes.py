@@ -232,7 +232,9 @@ class Pages:
                 log.debug("job page: job_state of %r not read: %s", job.id, exc)
         options = self.options()
         overdue = job in overdue_jobs(snapshot, options.default_grace)
-        return jobmodel.job_card(store.name, job, decoded, overdue, now)
+        # In a worker thread: the fire times are a walk of the trigger (bounded by the walk
+        # budget, still too long to hold every other request).
+        return await asyncio.to_thread(jobmodel.job_card, store.name, job, decoded, overdue, now)
 
     async def _stats(self, store: StoreConfig, job: JobView, now: float) -> dict[str, Any]:
         rows = await self.reader.for_stats(store, job.id)
