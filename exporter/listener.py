@@ -18,7 +18,7 @@ scrape instead of locking it out. Only when every open connection is busy is the
 
 TLS starts per connection (``loop.start_tls``) rather than in the listening socket, so a handshake
 counts against the cap and the header timeout like everything else, and each handshake uses the
-context its :class:`ContextSource` gives at that moment (renewed certificates: see ``tls.py``).
+context its :class:`ContextSource` gives at that moment (renewed certificates: ``tls.py``).
 """
 
 from __future__ import annotations
@@ -61,16 +61,6 @@ class ContextSource(Protocol):
     """Gives the TLS context for the next handshake."""
 
     def current(self) -> ssl.SSLContext: ...
-
-
-class FixedContext:
-    """A context that never changes."""
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self._context = context
-
-    def current(self) -> ssl.SSLContext:
-        return self._context
 
 
 def fd_bounded(wanted: int) -> int:

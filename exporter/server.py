@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from aiohttp import web
 
 from exporter.config import Config, ConfigError
-from exporter.listener import Connections, FixedContext, GuardedSite, Limits
+from exporter.listener import Connections, GuardedSite, Limits
 from exporter.logs import add_secrets
 from exporter.metrics import SnapshotCollector, build_registries, render_deltas
 from exporter.poller import StorePoller, make_pollers
@@ -257,13 +257,13 @@ async def serve(
     settings = config.settings
     sidecar = Sidecar(config, loader=loader)
     app = create_app(sidecar, web_config=web_config)
-    ssl_context = web_config.ssl_context() if web_config is not None else None
+    tls = web_config.renewing_context() if web_config is not None else None
     limits = Limits(
         header_timeout=settings.web_header_timeout,
         idle_timeout=settings.web_idle_timeout,
         max_connections=settings.web_max_connections,
     )
-    connections = Connections(limits, FixedContext(ssl_context) if ssl_context else None)
+    connections = Connections(limits, tls)
     app.middlewares.insert(0, connections.middleware)  # outermost: a request in auth is busy
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.idle_timeout)
     await runner.setup()
@@ -290,11 +290,11 @@ async def serve(
             log.info("jobstore %s: reading %s", store.name, store.display_url)
             if store.driver_note is not None:
                 log.info("jobstore %s: %s", store.name, store.driver_note)
-        scheme = "https" if ssl_context is not None else "http"
+        scheme = "https" if tls is not None else "http"
         log.info("serving metrics on %s://%s:%d/metrics", scheme, host, port)
         if web_config is not None:
             log.info("web config %s: %s", web_config.path, web_config.describe())
-            if web_config.users and ssl_context is None:
+            if web_config.users and tls is None:
                 log.warning("basic auth without TLS: passwords cross the network in clear text")
         if ready is not None:
             ready.set()

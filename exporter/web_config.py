@@ -22,74 +22,34 @@ import hmac
 import re
 import secrets
 import ssl
-import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import bcrypt
 import yaml
 from aiohttp import web
 
-from exporter.config import ConfigError
+from exporter.tls import (
+    CIPHER_SUITES,
+    CLIENT_AUTH_TYPES,
+    CURVES,
+    NEEDS_CA,
+    TLS13_CIPHER_SUITES,
+    TLS_VERSIONS,
+    VERIFY_MODES,
+    RenewingContext,
+    SettingError,
+    TLSSettings,
+    build_context,
+    fail,
+)
 
 REALM = "jobstore-exporter"
 #: Paths served without basic auth: liveness probes carry no credentials and reveal nothing.
 OPEN_PATHS = frozenset({"/healthz"})
-
-CLIENT_AUTH_TYPES = (
-    "NoClientCert",
-    "RequestClientCert",
-    "RequireAnyClientCert",
-    "VerifyClientCertIfGiven",
-    "RequireAndVerifyClientCert",
-)
-# RequestClientCert asks for a certificate and neither requires nor verifies it: the access policy
-# is that of NoClientCert, which is how Python's ssl module can express it.
-_VERIFY_MODES = {
-    "NoClientCert": ssl.CERT_NONE,
-    "RequestClientCert": ssl.CERT_NONE,
-    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
-}
-_NEEDS_CA = ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
-
-TLS_VERSIONS = {
-    "TLS10": ssl.TLSVersion.TLSv1,
-    "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2,
-    "TLS13": ssl.TLSVersion.TLSv1_3,
-}
-
-# Go's names (crypto/tls CipherSuites) -> OpenSSL's, for TLS 1.2 and older.
-CIPHER_SUITES = {
-    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
-    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
-    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
-    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
-    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
-    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
-}
-# TLS 1.3 suites are not configurable (in Go either): accepted and left to the library.
-TLS13_CIPHER_SUITES = frozenset(
-    {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
-)
-CURVES = {
-    "CurveP256": "prime256v1",
-    "CurveP384": "secp384r1",
-    "CurveP521": "secp521r1",
-    "X25519": "X25519",
-}
 
 # Only these headers, and for two of them only these values, as in the exporter-toolkit.
 HEADERS: dict[str, tuple[str, ...]] = {
@@ -131,21 +91,6 @@ _UNSUPPORTED = {
 
 
 @dataclass(frozen=True, slots=True)
-class TLSSettings:
-    """``tls_server_config`` with paths made absolute to the web config file's directory."""
-
-    cert_file: Path
-    key_file: Path
-    client_auth_type: str = "NoClientCert"
-    client_ca_file: Path | None = None
-    min_version: str = "TLS12"
-    max_version: str = "TLS13"
-    cipher_suites: tuple[str, ...] = ()
-    prefer_server_cipher_suites: bool = True
-    curve_preferences: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class WebConfig:
     """A validated web config file. ``users`` maps user names to bcrypt hashes (never shown)."""
 
@@ -178,13 +123,22 @@ class WebConfig:
             return f"{said}, basic auth for {len(self.users)} user(s) (/healthz open)"
         return f"{said}, no basic auth"
 
+    def renewing_context(self) -> RenewingContext | None:
+        """The TLS contexts for the listener, following renewals of the certificate files."""
+        if self.tls is None:
+            return None
+        try:
+            return RenewingContext(self.tls)
+        except SettingError as exc:
+            raise exc.config_error(self.path) from None
+
     def ssl_context(self) -> ssl.SSLContext | None:
         """A server context for the certificates and policy of ``tls_server_config``."""
         if self.tls is None:
             return None
         try:
-            return _ssl_context(self.tls)
-        except _Invalid as exc:
+            return build_context(self.tls)
+        except SettingError as exc:
             raise exc.config_error(self.path) from None
 
     def install(self, app: web.Application) -> None:
@@ -297,23 +251,6 @@ def _bcrypt_matches(password: bytes, hashed: bytes) -> bool:
 # --- Loading -----------------------------------------------------------------------------------
 
 
-class _Invalid(Exception):
-    """A problem found while reading: the key path and the message, turned into a ConfigError."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.message = message
-
-    def config_error(self, path: Path) -> ConfigError:
-        where = "" if self.key == "file" else f"{self.key}: "
-        return ConfigError(f"web config file {path}: {where}{self.message}")
-
-
-def _fail(key: str, message: str) -> NoReturn:
-    raise _Invalid(key, message)
-
-
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice (two entries for one user, say), like Go's."""
 
@@ -327,11 +264,9 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
             duplicate = key in seen
             seen.add(key)
         except TypeError:
-            _fail("file", f"line {key_node.start_mark.line + 1}: a key must be a plain value")
+            fail("file", f"line {key_node.start_mark.line + 1}: a key must be a plain value")
         if duplicate:
-            _fail(
-                "file", f"key {key!r} given twice (line {key_node.start_mark.line + 1}); keep one"
-            )
+            fail("file", f"key {key!r} given twice (line {key_node.start_mark.line + 1}); keep one")
     return loader.construct_mapping(node)
 
 
@@ -345,7 +280,7 @@ def load_web_config(path: Path) -> WebConfig:
     """Read and validate ``path``, certificates included; raise a one-line ConfigError."""
     try:
         config = _load(path)
-    except _Invalid as exc:
+    except SettingError as exc:
         raise exc.config_error(path) from None
     config.ssl_context()  # loads certificate, key and CA now rather than at the first client
     return config
@@ -356,18 +291,18 @@ def _load(path: Path) -> WebConfig:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        _fail("file", f"cannot read it: {reason or exc}; check --web-config-file")
+        fail("file", f"cannot read it: {reason or exc}; check --web-config-file")
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         # Never str(exc): its snippet of the offending line could be a password hash.
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        _fail("file", f"invalid YAML{where}: {getattr(exc, 'problem', None) or 'syntax error'}")
+        fail("file", f"invalid YAML{where}: {getattr(exc, 'problem', None) or 'syntax error'}")
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        _fail("file", "expected a mapping with tls_server_config, http_server_config, ...")
+        fail("file", "expected a mapping with tls_server_config, http_server_config, ...")
     _check_keys(data, "", _TOP_KEYS)
     base = path.parent
     tls = _tls(data["tls_server_config"], base) if "tls_server_config" in data else None
@@ -380,28 +315,28 @@ def _check_keys(section: dict[Any, Any], prefix: str, known: tuple[str, ...]) ->
     for key in section:
         name = f"{prefix}{key}"
         if name in _UNSUPPORTED:
-            _fail(name, _UNSUPPORTED[name])
+            fail(name, _UNSUPPORTED[name])
         if key not in known:
-            _fail(name, f"unknown key; expected one of {', '.join(known)} (check the spelling)")
+            fail(name, f"unknown key; expected one of {', '.join(known)} (check the spelling)")
 
 
 def _mapping(value: Any, key: str) -> dict[Any, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        _fail(key, "expected a mapping of keys")
+        fail(key, "expected a mapping of keys")
     return value
 
 
 def _text(value: Any, key: str, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        _fail(key, f"expected {what}")
+        fail(key, f"expected {what}")
     return value
 
 
 def _bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
-        _fail(key, "expected true or false")
+        fail(key, "expected true or false")
     return value
 
 
@@ -409,10 +344,10 @@ def _names(value: Any, key: str, known: Sequence[str]) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        _fail(key, "expected a list")
+        fail(key, "expected a list")
     for item in value:
         if item not in known:
-            _fail(key, f"unknown value {item!r}; expected any of {', '.join(known)}")
+            fail(key, f"unknown value {item!r}; expected any of {', '.join(known)}")
     return tuple(value)
 
 
@@ -423,7 +358,7 @@ def _file(value: Any, key: str, base: Path) -> Path:
         with path.open("rb"):
             pass
     except OSError as exc:
-        _fail(key, f"cannot read {path}: {exc.strerror or exc}")
+        fail(key, f"cannot read {path}: {exc.strerror or exc}")
     return path
 
 
@@ -433,34 +368,34 @@ def _tls(value: Any, base: Path) -> TLSSettings:
     _check_keys(section, prefix, _TLS_KEYS)
     for required in ("cert_file", "key_file"):
         if section.get(required) is None:
-            _fail(
+            fail(
                 f"{prefix}{required}",
                 "not set; TLS needs both cert_file and key_file "
                 "(or remove tls_server_config to serve plain HTTP)",
             )
     auth = section.get("client_auth_type") or "NoClientCert"
     if not isinstance(auth, str):
-        _fail(f"{prefix}client_auth_type", f"expected one of {', '.join(CLIENT_AUTH_TYPES)}")
+        fail(f"{prefix}client_auth_type", f"expected one of {', '.join(CLIENT_AUTH_TYPES)}")
     if auth in ("RequireAnyClientCert", "RequireClientCert"):
-        _fail(
+        fail(
             f"{prefix}client_auth_type",
             f"{auth} accepts a certificate nobody verified and Python's TLS cannot express it; "
             "use RequireAndVerifyClientCert with client_ca_file",
         )
-    if auth not in _VERIFY_MODES:
-        _fail(
+    if auth not in VERIFY_MODES:
+        fail(
             f"{prefix}client_auth_type",
             f"{auth!r} is not one of {', '.join(CLIENT_AUTH_TYPES)}",
         )
     ca_value = section.get("client_ca_file")
-    if auth in _NEEDS_CA and ca_value is None:
-        _fail(
+    if auth in NEEDS_CA and ca_value is None:
+        fail(
             f"{prefix}client_ca_file",
             f"not set; client_auth_type {auth} verifies client certificates against it, "
             "so name the PEM file of the CA that issues them",
         )
     if ca_value is not None and auth == "NoClientCert":
-        _fail(
+        fail(
             f"{prefix}client_auth_type",
             "client_ca_file is set but client certificates are not asked for; "
             "set client_auth_type: RequireAndVerifyClientCert (or remove client_ca_file)",
@@ -469,10 +404,10 @@ def _tls(value: Any, base: Path) -> TLSSettings:
     for key, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         version = section.get(key, default)
         if not isinstance(version, str) or version not in TLS_VERSIONS:
-            _fail(f"{prefix}{key}", f"{version!r} is not one of {', '.join(TLS_VERSIONS)}")
+            fail(f"{prefix}{key}", f"{version!r} is not one of {', '.join(TLS_VERSIONS)}")
         versions[key] = version
     if TLS_VERSIONS[versions["min_version"]] > TLS_VERSIONS[versions["max_version"]]:
-        _fail(f"{prefix}min_version", "is above max_version; lower it or raise max_version")
+        fail(f"{prefix}min_version", "is above max_version; lower it or raise max_version")
     ciphers = _names(
         section.get("cipher_suites"),
         f"{prefix}cipher_suites",
@@ -480,7 +415,7 @@ def _tls(value: Any, base: Path) -> TLSSettings:
     )
     curves = _names(section.get("curve_preferences"), f"{prefix}curve_preferences", list(CURVES))
     if len(curves) > 1:
-        _fail(
+        fail(
             f"{prefix}curve_preferences",
             "Python's TLS can pin one curve but not order several; list one, or remove the key "
             "for the library's default set",
@@ -510,14 +445,14 @@ def _http(value: Any) -> tuple[bool, tuple[tuple[str, str], ...]]:
     for name, header_value in _mapping(section.get("headers"), f"{prefix}headers").items():
         key = f"{prefix}headers.{name}"
         if name not in HEADERS:
-            _fail(key, f"this header cannot be configured; allowed: {', '.join(HEADERS)}")
+            fail(key, f"this header cannot be configured; allowed: {', '.join(HEADERS)}")
         if not isinstance(header_value, str) or "\r" in header_value or "\n" in header_value:
-            _fail(key, "expected a one-line string")
+            fail(key, "expected a one-line string")
         if header_value == "":
             continue  # blank means unset, as in the exporter-toolkit
         allowed = HEADERS[name]
         if allowed and header_value not in allowed:
-            _fail(key, f"{header_value!r} is not one of {', '.join(allowed)}")
+            fail(key, f"{header_value!r} is not one of {', '.join(allowed)}")
         headers.append((name, header_value))
     return http2, tuple(headers)
 
@@ -528,71 +463,11 @@ def _users(value: Any) -> tuple[tuple[str, bytes], ...]:
     for name, hashed in section.items():
         # Messages here name the user, never the value: it may be a hash or a pasted password.
         if not isinstance(name, str) or not name:
-            _fail("basic_auth_users", "user names must be non-empty strings; quote them")
+            fail("basic_auth_users", "user names must be non-empty strings; quote them")
         key = f"basic_auth_users.{name}"
         if ":" in name:
-            _fail(key, "a user name cannot contain ':' (Basic auth splits user and password there)")
+            fail(key, "a user name cannot contain ':' (Basic auth splits user and password there)")
         if not isinstance(hashed, str) or not _BCRYPT.fullmatch(hashed.encode("ascii", "replace")):
-            _fail(key, f"the value is not a bcrypt hash (never a plain password); {_MAKE_HASH}")
+            fail(key, f"the value is not a bcrypt hash (never a plain password); {_MAKE_HASH}")
         users.append((name, hashed.encode("ascii")))
     return tuple(users)
-
-
-# --- TLS ---------------------------------------------------------------------------------------
-
-
-def _ssl_context(tls: TLSSettings) -> ssl.SSLContext:
-    prefix = "tls_server_config."
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with warnings.catch_warnings():  # TLS10/TLS11 are deprecated, and asked for explicitly
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context.minimum_version = TLS_VERSIONS[tls.min_version]
-        context.maximum_version = TLS_VERSIONS[tls.max_version]
-    if tls.prefer_server_cipher_suites:
-        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    else:
-        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-    older = [CIPHER_SUITES[name] for name in tls.cipher_suites if name in CIPHER_SUITES]
-    if older:
-        try:
-            context.set_ciphers(":".join(older))
-        except ssl.SSLError:
-            _fail(f"{prefix}cipher_suites", "none of these suites is available in this OpenSSL")
-    if tls.curve_preferences:
-        try:
-            context.set_ecdh_curve(CURVES[tls.curve_preferences[0]])
-        except (ValueError, ssl.SSLError):
-            _fail(f"{prefix}curve_preferences", "this curve is not available in this OpenSSL")
-
-    encrypted = False
-
-    def no_passphrase() -> bytes:
-        nonlocal encrypted
-        encrypted = True
-        return b""
-
-    try:
-        context.load_cert_chain(tls.cert_file, tls.key_file, password=no_passphrase)
-    except (ssl.SSLError, OSError) as exc:
-        if encrypted:
-            _fail(
-                f"{prefix}key_file",
-                f"{tls.key_file} is encrypted; give a key without a passphrase "
-                "(openssl pkey -in KEY -out KEY.plain) and protect it by file permissions",
-            )
-        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or "unreadable"
-        _fail(
-            f"{prefix}cert_file",
-            f"cannot load {tls.cert_file} with key {tls.key_file} ({reason}); both must be PEM "
-            "and the key must belong to the certificate",
-        )
-    if tls.client_ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=tls.client_ca_file)
-        except (ssl.SSLError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or "no PEM certificate in it"
-            _fail(f"{prefix}client_ca_file", f"cannot load {tls.client_ca_file} ({reason})")
-        if context.cert_store_stats()["x509"] == 0:
-            _fail(f"{prefix}client_ca_file", f"no certificate in {tls.client_ca_file}")
-    context.verify_mode = _VERIFY_MODES[tls.client_auth_type]
-    return context
