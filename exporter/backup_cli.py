@@ -141,16 +141,18 @@ def list_backups(
     rows: list[dict[str, Any]] = []
     for directory in directories:
         try:
-            found = kit.list_backups(directory)
+            found = kit.list_backups(directory, untrusted=True)
         except OSError as exc:
             raise fail(f"cannot list backup_dir {directory}: {exc.strerror or exc}", 2) from None
         for item in found:
             state, detail = (
-                ("empty", "0 bytes: a failed backup")
+                ("untrusted", f"{item.untrusted}; not counted as a backup")
+                if item.untrusted
+                else ("empty", "0 bytes: a failed backup")
                 if item.size == 0
                 else ("not checked", "verified when written; --verify checks again")
             )
-            if verify and item.size:
+            if verify and item.size and not item.untrusted:
                 try:
                     check = kit.verify_backup(item.path)
                     state, detail = ("ok" if check.ok else "corrupt"), check.detail

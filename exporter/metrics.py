@@ -292,6 +292,11 @@ class SnapshotCollector(Collector):
                     "Size of the newest backup file (0 is a failed backup)",
                 ),
                 ("apscheduler_backup_total_size_bytes", "All backup files in backup_dir together"),
+                (
+                    "apscheduler_backup_untrusted_files",
+                    "Files named like backups in backup_dir that the backup job did not write "
+                    "and verify, or dated in the future; never counted as backups",
+                ),
             )
         }
         for snap in snapshots:
@@ -312,6 +317,11 @@ class SnapshotCollector(Collector):
                     families["apscheduler_backup_total_size_bytes"],
                     [snap.jobstore],
                     files.total_size,
+                )
+                _add(
+                    families["apscheduler_backup_untrusted_files"],
+                    [snap.jobstore],
+                    files.untrusted,
                 )
             job_id = self.backup_job_ids.get(snap.jobstore, "database_backup")
             info.add_metric([snap.jobstore, job_id], 1.0)

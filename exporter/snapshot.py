@@ -75,6 +75,7 @@ class BackupFiles:
     newest_timestamp: float | None  # modification time of the newest file; None without files
     newest_size: int | None  # its size in bytes (0 bytes is a failed backup)
     total_size: int
+    untrusted: int = 0  # files named like backups the backup job did not write (or in the future)
 
 
 @dataclass(frozen=True, slots=True)

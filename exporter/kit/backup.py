@@ -10,8 +10,13 @@ One code path serves the `database_backup` job and `jobstore-exporter backup run
    and it ends with the `-- Dump completed` trailer);
 3. an atomic rename to `<db>_<YYYYmmddTHHMMSSZ>.<ext>` (UTC, the time the copy started), fsync
    of the directory;
-4. only then rotation: the newest `keep` files of this database stay, optionally minus those
-   older than `max_age_days`; the newest file is never deleted, foreign files never touched.
+4. the file is recorded in the directory's manifest (`.<db>.backups.json`: name, size,
+   modification time, verification), which is what makes it a *good* backup for rotation, the
+   sidecar and `backup list` (see `exporter.backup_files`);
+5. only then rotation: the newest `keep` good backups of this database stay, optionally minus
+   those older than `max_age_days`; the newest is never deleted. Files the manifest does not list
+   (foreign, planted, dated in the future) never count among those kept and are never touched;
+   each run logs them.
 
 A failure at any step deletes the temp file and raises :class:`BackupError`, one line that names
 the fix, so the history recorder stores a `failed` run with that reason.
@@ -55,8 +60,11 @@ from exporter.backup_files import (
     EXTENSIONS,
     KINDS_BY_EXT,
     BackupFile,
+    ManifestEntry,
     backup_name,
     list_backups,
+    read_manifest,
+    write_manifest,
 )
 from exporter.kit.writer import describe_url, normalize_url, redact
 
@@ -408,6 +416,7 @@ def backup_database(
         taken_at = _free_stamp(directory, prefix, ext)
         final = directory / backup_name(prefix, taken_at, ext)
         temp = directory / f".{final.name}.{secrets.token_hex(4)}.tmp"
+        renamed = False
         try:
             _create_private(temp)
             _DUMPERS[kind](url, temp, timeout)
@@ -424,17 +433,23 @@ def backup_database(
             if final.exists():  # only a run that ignores the lock could have made it
                 raise BackupError(f"{final} appeared while the backup ran; retry")
             os.rename(temp, final)
+            renamed = True
             _fsync_dir(directory)
+            size = final.stat().st_size
+            _record(directory, prefix, final, check.detail)
         except BaseException as exc:
             _discard(temp)
+            if renamed:  # not recorded in the manifest: it would only sit there untrusted
+                _discard(final)
             if not isinstance(exc, Exception):
                 raise
             known = isinstance(exc, BackupError | OSError | sqlite3.Error)
             raise _explain(exc, directory, secret) from (None if known else exc)
-        size = final.stat().st_size
         removed = rotate(
             directory, prefix, ext, keep=keep, max_age_days=max_age_days, protect=final
         )
+        _forget(directory, prefix, removed)
+        _warn_untrusted(directory, prefix)
     duration = time.monotonic() - started
     log.info(
         "database backup of %s written to %s (%s, %s) in %.1f s%s",
@@ -446,6 +461,47 @@ def backup_database(
         f"; removed {len(removed)} old backups" if removed else "",
     )
     return BackupResult(final, kind, size, taken_at, duration, check.detail, removed)
+
+
+def _record(directory: Path, prefix: str, final: Path, verification: str) -> None:
+    """Add the verified backup to the prefix's manifest (created on the first run: the
+    backups already there, except names dated in the future, are taken over as they are, so
+    an upgrade keeps its history and rotation still ages them out)."""
+    entries = read_manifest(directory, prefix)
+    if entries is None:
+        entries = {
+            item.path.name: ManifestEntry(
+                item.path.name, item.size, int(item.mtime), "present before the manifest"
+            )
+            for item in list_backups(directory, prefix=prefix)
+            if item.size > 0
+        }
+    info = final.stat()
+    entries[final.name] = ManifestEntry(final.name, info.st_size, int(info.st_mtime), verification)
+    present = {name: e for name, e in entries.items() if (directory / name).is_file()}
+    write_manifest(directory, prefix, present.values())
+    _fsync_dir(directory)
+
+
+def _forget(directory: Path, prefix: str, removed: tuple[Path, ...]) -> None:
+    if not removed:
+        return
+    entries = read_manifest(directory, prefix) or {}
+    gone = {path.name for path in removed}
+    write_manifest(directory, prefix, [e for name, e in entries.items() if name not in gone])
+    _fsync_dir(directory)
+
+
+def _warn_untrusted(directory: Path, prefix: str) -> None:
+    for item in list_backups(directory, prefix=prefix, untrusted=True):
+        if not item.trusted:
+            log.warning(
+                "backup_dir %s: ignored %s (%s); it does not count among the backups kept and "
+                "is left alone: remove it if it is not a backup you made",
+                directory,
+                item.path.name,
+                item.untrusted,
+            )
 
 
 def _prepare_directory(directory: Path) -> None:
@@ -466,8 +522,14 @@ def _prepare_directory(directory: Path) -> None:
 def _directory_lock(directory: Path, prefix: str, timeout: float) -> Iterator[None]:
     path = directory / f".{prefix}.backup-lock"
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        # Never through a symlink: whoever planted one would have us create or lock their file.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BackupError(
+                f"backup lock file {path} is a symbolic link: remove it (the backup job creates "
+                "its own lock file)"
+            ) from None
         raise _explain(exc, directory, None) from None
     try:
         deadline = time.monotonic() + timeout

@@ -302,8 +302,12 @@ def run_backup_job(
 
 
 def ours(directory: Path) -> list[str]:
-    """Every entry of a backup directory except the lock files."""
-    return sorted(p.name for p in directory.iterdir() if not p.name.endswith(".backup-lock"))
+    """Every entry of a backup directory except the lock files and the manifests."""
+    return sorted(
+        p.name
+        for p in directory.iterdir()
+        if not p.name.endswith((".backup-lock", ".backups.json"))
+    )
 
 
 def fill_database(db: Database, megabytes: float = 0.3) -> None:

@@ -40,6 +40,10 @@ def test_backups_under_write_load_are_consistent_and_restore(any_db: Database, t
         assert restored.job_states_ok
         # One transaction writes one row into each table: a torn copy would differ.
         assert restored.pair_a == restored.pair_b > 0
-    # Nothing but finished backups and the lock file: no temp files, no -wal/-shm beside them.
-    lock = f".{backup_prefix(normalize_url(any_db.url))}.backup-lock"
-    assert sorted(os.listdir(backups)) == sorted([r.path.name for r in results] + [lock])
+    # Nothing but finished backups, the lock file and the manifest: no temp files, no -wal/-shm.
+    prefix = backup_prefix(normalize_url(any_db.url))
+    expected = [r.path.name for r in results] + [
+        f".{prefix}.backup-lock",
+        f".{prefix}.backups.json",
+    ]
+    assert sorted(os.listdir(backups)) == sorted(expected)
