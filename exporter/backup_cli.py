@@ -23,9 +23,11 @@ from rich.table import Table
 from rich.text import Text
 
 from exporter.cli_options import (
+    Command,
     ConfigFile,
     DbPasswordFile,
     DbUrl,
+    Group,
     Jobstore,
     fail,
     load_or_exit,
@@ -35,6 +37,7 @@ from exporter.console import make_console
 from exporter.wording import ago, moment, run_duration, size
 
 backup_app = typer.Typer(
+    cls=Group,
     name="backup",
     help="Take, list and verify database backups (the database_backup job's work, by hand).",
     no_args_is_help=True,
@@ -45,6 +48,7 @@ BackupDir = Annotated[
     Path | None,
     typer.Option(
         "--backup-dir",
+        metavar="DIR",
         envvar="JOBSTORE_EXPORTER_BACKUP_DIR",
         help="Directory of the backup files (env JOBSTORE_EXPORTER_BACKUP_DIR).",
         show_default=False,
@@ -52,7 +56,7 @@ BackupDir = Annotated[
 ]
 
 
-@backup_app.command("run")
+@backup_app.command("run", cls=Command)
 def run(
     config: ConfigFile = None,
     db_url: DbUrl = None,
@@ -60,14 +64,20 @@ def run(
     jobstore: Jobstore = None,
     backup_dir: BackupDir = None,
     keep: Annotated[
-        int, typer.Option("--keep", min=1, help="Keep the newest N backups of this database.")
+        int,
+        typer.Option(
+            "--keep", min=1, metavar="N", help="Keep the newest N backups of this database."
+        ),
     ] = 7,
     max_age_days: Annotated[
         float | None,
-        typer.Option("--max-age-days", min=0, help="Also delete backups older than this."),
+        typer.Option(
+            "--max-age-days", min=0, metavar="DAYS", help="Also delete backups older than this."
+        ),
     ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Seconds the dump may take.")
+        float,
+        typer.Option("--timeout", min=1, metavar="SECONDS", help="Seconds the dump may take."),
     ] = 3600.0,
 ) -> None:
     """Take one verified backup now, named and rotated like the scheduled job's."""
@@ -103,7 +113,7 @@ def run(
     )
 
 
-@backup_app.command("list")
+@backup_app.command("list", cls=Command)
 def list_backups(
     backup_dir: BackupDir = None,
     verify: Annotated[
@@ -207,9 +217,11 @@ def _render(rows: list[dict[str, Any]], directories: list[Path]) -> None:
     console.print(table)
 
 
-@backup_app.command("verify")
+@backup_app.command("verify", cls=Command)
 def verify_file(
-    file: Annotated[Path, typer.Argument(help="A backup file (.sqlite, .dump or .sql).")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="A backup file (.sqlite, .dump or .sql).")
+    ],
 ) -> None:
     """Check one backup file: exit 0 ok, 1 corrupt or incomplete, 2 cannot be checked."""
     from exporter.kit.backup import MissingTool, UnusableBackup, verify_backup

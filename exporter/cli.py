@@ -19,9 +19,11 @@ import typer
 from exporter import __version__
 from exporter.cli_options import (
     BackupJobId,
+    Command,
     ConfigFile,
     DbPasswordFile,
     DbUrl,
+    Group,
     HistoryTable,
     JobsTable,
     Jobstore,
@@ -38,6 +40,7 @@ from exporter.config import ConfigError, load_config
 from exporter.console import make_console
 
 app = typer.Typer(
+    cls=Group,
     name="jobstore-exporter",
     help="Prometheus metrics and health checks for APScheduler job stores.",
     no_args_is_help=True,
@@ -45,7 +48,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 BackupDir = Annotated[
-    Path | None, typer.Option("--backup-dir", help="Directory of backup files to count and date.")
+    Path | None,
+    typer.Option(
+        "--backup-dir", metavar="DIR", help="Directory of backup files to count and date."
+    ),
 ]
 
 
@@ -65,7 +71,7 @@ def main_callback(
     """Prometheus metrics and health checks for APScheduler job stores."""
 
 
-@app.command()
+@app.command(cls=Command)
 def serve(
     config: ConfigFile = None,
     db_url: DbUrl = None,
@@ -79,28 +85,40 @@ def serve(
     statement_timeout: StatementTimeout = None,
     log_level: LogLevel = None,
     listen_address: Annotated[
-        str | None, typer.Option("--listen-address", help="HOST:PORT (default 0.0.0.0:9814).")
+        str | None,
+        typer.Option(
+            "--listen-address", metavar="HOST:PORT", help="Where to listen (default 0.0.0.0:9814)."
+        ),
     ] = None,
     poll_interval: Annotated[
-        float | None, typer.Option("--poll-interval", help="Seconds between polls (default 15).")
+        float | None,
+        typer.Option(
+            "--poll-interval", metavar="SECONDS", help="Seconds between polls (default 15)."
+        ),
     ] = None,
     web_config_file: Annotated[
         Path | None,
         typer.Option(
             "--web-config-file",
+            metavar="FILE",
             help="TLS, client certificate and basic auth settings (exporter-toolkit format).",
         ),
     ] = None,
     include_job: Annotated[
         list[str] | None,
-        typer.Option("--include-job", help="Regex of job ids to export (repeatable)."),
+        typer.Option(
+            "--include-job", metavar="REGEX", help="Regex of job ids to export (repeatable)."
+        ),
     ] = None,
     exclude_job: Annotated[
         list[str] | None,
-        typer.Option("--exclude-job", help="Regex of job ids not to export (repeatable)."),
+        typer.Option(
+            "--exclude-job", metavar="REGEX", help="Regex of job ids not to export (repeatable)."
+        ),
     ] = None,
     max_jobs: Annotated[
-        int | None, typer.Option("--max-jobs", help="Per-job series cap (default 20000).")
+        int | None,
+        typer.Option("--max-jobs", metavar="N", help="Per-job series cap (default 20000)."),
     ] = None,
     web_header_timeout: Annotated[
         float | None,
@@ -203,7 +221,7 @@ def serve(
         pass
 
 
-@app.command()
+@app.command(cls=Command)
 def check(
     detailed: Annotated[bool, typer.Option("--detailed", help="Show tasks and upcoming runs.")] = (
         False
@@ -256,16 +274,24 @@ def check(
     raise typer.Exit(exit_code(results))
 
 
-@app.command()
+@app.command(cls=Command)
 def history(
-    job: Annotated[str | None, typer.Option("--job", help="Only this job id.")] = None,
+    job: Annotated[
+        str | None, typer.Option("--job", metavar="JOB_ID", help="Only this job id.")
+    ] = None,
     status: Annotated[
-        str | None, typer.Option("--status", help="running|success|failed|missed|skipped.")
+        str | None,
+        typer.Option(
+            "--status", metavar="STATUS", help="running, success, failed, missed or skipped."
+        ),
     ] = None,
     since: Annotated[
-        str | None, typer.Option("--since", help="Window: 24h, 30m, 7d, or an ISO date.")
+        str | None,
+        typer.Option("--since", metavar="SPAN|DATE", help="Window: 24h, 30m, 7d, or an ISO date."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Most recent N runs.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, metavar="N", help="Most recent N runs.")
+    ] = 50,
     stats: Annotated[bool, typer.Option("--stats", help="Per-job statistics instead.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     config: ConfigFile = None,
@@ -333,15 +359,21 @@ def history(
         report.render_runs(runs, console)
 
 
-@app.command()
+@app.command(cls=Command)
 def demo(
     directory: Annotated[
-        Path, typer.Option("--dir", help="Where the demo keeps its SQLite file and backups.")
+        Path,
+        typer.Option(
+            "--dir", metavar="DIR", help="Where the demo keeps its SQLite file and backups."
+        ),
     ] = Path("jobstore-demo"),
     listen_address: Annotated[
-        str, typer.Option("--listen-address", help="Where the exporter listens.")
+        str,
+        typer.Option("--listen-address", metavar="HOST:PORT", help="Where the exporter listens."),
     ] = "127.0.0.1:9814",
-    poll_interval: Annotated[float, typer.Option("--poll-interval")] = 5.0,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", metavar="SECONDS", help="Seconds between polls.")
+    ] = 5.0,
 ) -> None:
     """Run a demo scheduler on SQLite with the exporter beside it, and print the URLs."""
     from exporter.demo import run_demo

@@ -10,50 +10,94 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from exporter.config import Config, ConfigError, StoreConfig, load_config
 from exporter.console import make_console
 
 err = make_console(stderr=True)
 
+
+def _no_value_for_flags(params: list[Any]) -> list[Any]:
+    """Flags (``--help``, ``--json``, ``--detailed``) take no value, so their help shows none;
+    Typer would print ``<bool>`` beside them. Options with a value say what to type through
+    their ``metavar`` (``URL``, ``HOST:PORT``, ``SECONDS``, ``REGEX``...)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """Every command of `jobstore-exporter` (``@app.command(cls=Command)``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_value_for_flags(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """`jobstore-exporter` itself and `jobstore-exporter backup` (``typer.Typer(cls=Group)``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_value_for_flags(super().get_params(ctx))
+
+
 ConfigFile = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML or TOML config file (may list several job stores)."),
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="YAML or TOML config file (may list several job stores).",
+    ),
 ]
 DbUrl = Annotated[
     str | None,
     typer.Option(
         "--db-url",
+        metavar="URL",
         help="Database of the job store (env JOBSTORE_EXPORTER_DB_URL, else DATABASE_URL). "
         "Prefer --db-password-file or JOBSTORE_EXPORTER_DB_PASSWORD to a password in the URL.",
         show_default=False,
     ),
 ]
 DbPasswordFile = Annotated[
-    Path | None, typer.Option("--db-password-file", help="File holding the database password.")
+    Path | None,
+    typer.Option("--db-password-file", metavar="FILE", help="File holding the database password."),
 ]
 Jobstore = Annotated[
     str | None,
     typer.Option(
         "--jobstore",
+        metavar="NAME",
         help="Store name: the `jobstore` label (default default); with a config file listing "
         "several stores, the one to use.",
     ),
 ]
 JobsTable = Annotated[
-    str | None, typer.Option("--jobs-table", help="Job table (default apscheduler_jobs).")
+    str | None,
+    typer.Option("--jobs-table", metavar="TABLE", help="Job table (default apscheduler_jobs)."),
 ]
 HistoryTable = Annotated[
-    str | None, typer.Option("--history-table", help="History table (default job_execution).")
+    str | None,
+    typer.Option("--history-table", metavar="TABLE", help="History table (default job_execution)."),
 ]
-Schema = Annotated[str | None, typer.Option("--schema", help="Schema holding the tables.")]
+Schema = Annotated[
+    str | None, typer.Option("--schema", metavar="SCHEMA", help="Schema holding the tables.")
+]
 BackupJobId = Annotated[
-    str | None, typer.Option("--backup-job-id", help="Backup job id (default database_backup).")
+    str | None,
+    typer.Option(
+        "--backup-job-id", metavar="JOB_ID", help="Backup job id (default database_backup)."
+    ),
 ]
 StatementTimeout = Annotated[
-    float | None, typer.Option("--statement-timeout", help="Seconds per query (default 10).")
+    float | None,
+    typer.Option("--statement-timeout", metavar="SECONDS", help="Seconds per query (default 10)."),
 ]
-LogLevel = Annotated[str | None, typer.Option("--log-level", help="debug|info|warning|error.")]
+LogLevel = Annotated[
+    str | None, typer.Option("--log-level", metavar="LEVEL", help="debug, info, warning or error.")
+]
 
 
 def fail(message: str, code: int) -> typer.Exit:
