@@ -91,6 +91,8 @@ class JobStoreSource:
         fire_times: dict[str, tuple[float | None, float]] = {}
         for raw_id, next_run_time, size, state in rows:
             job_id, valid_id = decode_id(raw_id)
+            if isinstance(state, bytearray | memoryview):  # some drivers; never keep a view
+                state = bytes(state)
             entry, trigger = self._entry(job_id, valid_id, state, size)
             cache[job_id] = entry
             if not entry.view.decoded:
