@@ -8,18 +8,23 @@
 - Every metric an expression reads is named in the contract or in ``docs/metrics.md``.
 - Every rule (alert name and ``check`` label) fires in some unit test, and every alert also has
   a test where it stays quiet.
+- ``alerts.yml`` is exactly the monitoring mixin (``mixin/``) rendered with its default
+  settings, and the mixin rendered with another configuration gives valid rules that pass their
+  own unit tests.
 
-Without promtool the promtool tests are skipped, except under ``CI=true`` where they fail.
+Without promtool or jsonnet those tests are skipped, except under ``CI=true`` where they fail.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -36,11 +41,15 @@ TEST_FILES = sorted(
     [*PROMETHEUS.glob("*.test.yml"), *(PROMETHEUS / "tests").glob("*.yml")],
     key=lambda p: p.name,
 )
+MIXIN = ROOT / "mixin"
+CUSTOM_CONFIG = MIXIN / "tests" / "custom-config.libsonnet"
+CUSTOM_TESTS = MIXIN / "tests" / "custom.test.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 ALERTS_DOC = ROOT / "docs" / "alerts.md"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
 
 SEVERITIES = {"critical", "warning", "info"}
+DEFAULT_SELECTOR = 'job="jobstore-exporter"'  # config.libsonnet; checked against prometheus.yml
 # Series an expression may read besides the exporter's: Prometheus' own per-target `up`.
 PROMETHEUS_OWN = {"up"}
 
@@ -83,6 +92,20 @@ def contract() -> str:
         )
     assert path is not None
     return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def mixin() -> ModuleType:
+    """mixin/render.py, once jsonnet (the binary or the Python binding) is known to work."""
+    spec = importlib.util.spec_from_file_location("mixin_render", MIXIN / "render.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        module.settings()
+    except module.JsonnetMissing as exc:
+        _skip_or_fail(str(exc))
+    return module
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
@@ -178,17 +201,15 @@ def test_rule_labels_and_annotations(rule: dict[str, Any]) -> None:
     assert "{{" not in annotations["summary"], "summary is plain text"
     if not rule["expr"].lstrip().startswith("absent("):  # absent() results carry no labels
         assert "$labels" in annotations["description"], "description names what it is about"
-    # The APScheduler job is job_id; `job` is only ever Prometheus' scrape job on `up`.
-    for name, matchers in re.findall(r"([A-Za-z_:][\w:]*)\s*\{([^}]*)\}", rule["expr"]):
-        if re.search(r"\bjob\s*(=|!=|=~|!~)", matchers):
-            assert name in PROMETHEUS_OWN, f"{name} matched on `job`; use job_id"
-    assert not re.search(r"\b(by|without|on|ignoring)\s*\([^)]*\bjob\b", rule["expr"])
-
-
-def _runbook_base() -> str:
-    found = re.search(r"^#\s+RUNBOOK_BASE = (\S+)$", ALERTS.read_text(encoding="utf-8"), re.M)
-    assert found, "alerts.yml must declare its RUNBOOK_BASE in the header comment"
-    return found.group(1)
+    # The APScheduler job is job_id; `job` is only ever Prometheus' scrape job, in the
+    # selector that finds the exporter and among the labels that tell apps apart.
+    for _, matchers in re.findall(r"([A-Za-z_:][\w:]*)\s*\{([^}]*)\}", rule["expr"]):
+        own = matchers.replace(DEFAULT_SELECTOR, "")
+        assert not re.search(r"\bjob\s*(=|!=|=~|!~)", own), f"matched on `job`: {matchers}"
+    for grouping in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", rule["expr"]):
+        labels = {label.strip() for label in grouping.split(",")}
+        # Only as one of the group labels, always beside jobstore: never for the job_id.
+        assert "job" not in labels or "jobstore" in labels, grouping
 
 
 def _github_anchor(heading: str) -> str:
@@ -196,8 +217,11 @@ def _github_anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
-def test_runbook_urls_point_at_runbook_headings() -> None:
-    base = _runbook_base()
+def test_runbook_urls_point_at_runbook_headings(mixin: ModuleType) -> None:
+    """runbook_url follows the mixin's pattern, and by default names docs/runbook.md, whose
+    headings give the anchors: the link leads to a section that exists."""
+    pattern = mixin.settings()["runbookUrlPattern"]
+    assert pattern.split("#", 1)[0] == str(RUNBOOK.relative_to(ROOT))
     anchors = {
         _github_anchor(line)
         for line in RUNBOOK.read_text(encoding="utf-8").splitlines()
@@ -205,7 +229,7 @@ def test_runbook_urls_point_at_runbook_headings() -> None:
     }
     for rule in _alert_rules():
         url = rule["annotations"]["runbook_url"]
-        assert url == f"{base}#{rule['alert'].lower()}", url
+        assert url == pattern % rule["alert"].lower(), url
         assert url.split("#", 1)[1] in anchors, f"{url}: no such heading in docs/runbook.md"
 
 
@@ -217,15 +241,40 @@ def test_alerts_doc_and_runbook_cover_every_alert() -> None:
         assert re.search(rf"^## {name}$", runbook, re.M), f"docs/runbook.md has no ## {name}"
 
 
-def test_scrape_job_matches_exporter_down_regex() -> None:
-    """JobstoreExporterDown finds the exporter by its scrape job name: keep the two in step."""
-    exprs = [r["expr"] for r in _alert_rules() if r["alert"] == "JobstoreExporterDown"]
-    regexes = {m for e in exprs for m in re.findall(r'up\{job=~"([^"]+)"\}', e)}
-    assert len(regexes) == 1, regexes
-    (regex,) = regexes
+def test_scrape_job_matches_the_rules_selector(mixin: ModuleType) -> None:
+    """The rules find the exporter by the mixin's selector: the example config must match it."""
+    selector = mixin.settings()["selector"]
+    found = re.fullmatch(r'job="([^"]+)"', selector)
+    assert found, f"default selector {selector!r} is not a plain job matcher"
     config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
-    jobs = [job["job_name"] for job in config["scrape_configs"]]
-    assert jobs and all(re.fullmatch(regex, job) for job in jobs), (regex, jobs)
+    assert [job["job_name"] for job in config["scrape_configs"]] == [found.group(1)]
+    for rule in _alert_rules():
+        for name, matchers in re.findall(r"([A-Za-z_:][\w:]*)\{([^}]*)\}", rule["expr"]):
+            assert matchers.startswith(selector), f"{_rule_id(rule)}: {name} without the selector"
+
+
+# --- the mixin ------------------------------------------------------------------------------------
+
+
+def test_alerts_yml_is_the_mixin_rendered_with_defaults(mixin: ModuleType) -> None:
+    assert ALERTS.read_text(encoding="utf-8") == mixin.alerts(), (
+        "prometheus/alerts.yml differs from the mixin's render: run python mixin/render.py"
+    )
+
+
+def test_mixin_with_another_config_renders_valid_tested_rules(
+    mixin: ModuleType, promtool: str, tmp_path: Path
+) -> None:
+    """Another scrape job, other group labels, other thresholds and runbook: the render is
+    valid, and its own unit tests show each setting took effect."""
+    rules = mixin.alerts(CUSTOM_CONFIG.read_text(encoding="utf-8"))
+    assert 'job="jobstore-exporter"' not in rules and "dashboard_url" not in rules
+    (tmp_path / "custom-alerts.yml").write_text(rules, encoding="utf-8")
+    shutil.copy(CUSTOM_TESTS, tmp_path / CUSTOM_TESTS.name)
+    checked = _run([promtool, "check", "rules", str(tmp_path / "custom-alerts.yml")])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = _run([promtool, "test", "rules", str(tmp_path / CUSTOM_TESTS.name)])
+    assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 # --- metric names -------------------------------------------------------------------------------

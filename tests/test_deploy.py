@@ -894,8 +894,8 @@ def test_service_and_servicemonitor_reach_the_metrics_port() -> None:
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == "metrics"
     assert endpoint.get("path", "/metrics") == "/metrics"
-    # The scrape job is named after the Service; JobstoreExporterDown must match it.
-    alert_jobs = re.findall(r'up\{job=~"([^"]+)"\}', ALERTS.read_text())
+    # The scrape job is named after the Service (or its jobLabel); the rules' selector must match.
+    alert_jobs = [re.escape(job) for job in re.findall(r'up\{job="([^"]+)"\}', ALERTS.read_text())]
     assert alert_jobs
     job_label = monitor["spec"].get("jobLabel")
     job = service_labels[job_label] if job_label else service["metadata"]["name"]

@@ -3,9 +3,9 @@
     python deploy/kubernetes/build_prometheusrule.py           # rewrite prometheusrule.yaml
     python deploy/kubernetes/build_prometheusrule.py --check   # exit 1 when it is out of date
 
-The groups are copied as text, indented under ``spec:``, so the ``# TUNE:`` comments of
-alerts.yml stay next to their thresholds. Edit alerts.yml, never the generated file;
-tests/test_deploy.py fails while the two differ.
+The groups are copied as text, indented under ``spec:``. alerts.yml is itself rendered from the
+monitoring mixin (mixin/): change the mixin's settings, render alerts.yml, then run this
+script; never edit the generated files. tests/test_deploy.py fails while the two differ.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ ALERTS = ROOT / "prometheus" / "alerts.yml"
 OUTPUT = HERE / "prometheusrule.yaml"
 
 HEADER = """\
-# Generated from prometheus/alerts.yml by deploy/kubernetes/build_prometheusrule.py: edit
-# alerts.yml and run the script again. docs/alerts.md explains the rules and their thresholds
-# (the `# TUNE:` comments), docs/runbook.md what to do when one fires.
+# Generated from prometheus/alerts.yml by deploy/kubernetes/build_prometheusrule.py; alerts.yml
+# is rendered from the monitoring mixin (mixin/). docs/alerts.md explains the rules and how to
+# set their thresholds, docs/runbook.md what to do when one fires.
 #
 # For the Prometheus Operator (kube-prometheus-stack): its Prometheus loads PrometheusRules whose
 # labels match its ruleSelector; `release: prometheus` is the chart's default for a Helm release
