@@ -125,7 +125,8 @@ async def run_demo(directory: Path, listen_address: str, poll_interval: float) -
         f"  scheduler database: {db_url}\n"
         f"  status page:        {base}/\n"
         f"  metrics:            {base}/metrics\n"
-        f"  backups:            {(directory / 'backups').resolve()} (every 5 minutes)\n"
+        f"  backups:            {(directory / 'backups').resolve()} "
+        f"(at start, then every {DEMO_BACKUP_EVERY / 60:g} minutes)\n"
         f"  readiness:          {base}/readyz\n"
         f"  health check:       jobstore-exporter check --detailed --db-url {db_url}\n",
         flush=True,
