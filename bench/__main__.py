@@ -2,6 +2,7 @@
 
     python -m bench            # 100, 10k and 100k jobs on SQLite and PostgreSQL (~6 min, 2 cores)
     python -m bench --quick    # 100 and 10k jobs, shorter loads (~1.5 min)
+    python -m bench --pages    # also the job pages at the history sizes (bench/pages.py)
 
 For each backend and store size: a realistic store (bench/stores.py), the poll cost against the
 raw SELECT (bench/poll.py), /metrics under wrk against a minimal aiohttp server serving the same
@@ -35,6 +36,7 @@ import sqlalchemy as sa
 from bench import poll, scrape
 from bench.history_poll import run as history_run
 from bench.history_poll import scratch_database
+from bench.pages import run as pages_run
 from bench.stores import build_store
 
 RESULTS = Path(__file__).parent / "results"
@@ -318,6 +320,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--history-sizes", help="history table sizes [100000,1000000; quick 1e5]")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1/postgres")
     parser.add_argument("--no-recorder", action="store_true")
+    parser.add_argument(
+        "--pages",
+        action="store_true",
+        help="also the job pages (bench/pages.py): page and runs-API latency at the history "
+        "sizes, /metrics p99 with and without 5 page clients",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install -y wrk)")
@@ -372,6 +380,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         print("\nrecorder (bench/recorder.py):", flush=True)
         summary["recorder"] = run_recorder(quick)
+
+    if args.pages:
+        print("\njob pages (bench/pages.py):", flush=True)
+        summary["pages"] = pages_run(history_sizes, args.postgres or None, 4.0 if quick else 8.0)
 
     summary["verdicts"] = verdicts(summary)
     summary["seconds"] = round(time.perf_counter() - began, 1)

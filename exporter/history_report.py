@@ -147,8 +147,8 @@ def job_stats(runs: list[Run]) -> list[JobStats]:
                 runs=len(finished),
                 failed=failed,
                 failure_rate=failed / len(finished) if finished else 0.0,
-                p50=_percentile(durations, 0.50),
-                p95=_percentile(durations, 0.95),
+                p50=percentile(durations, 0.50),
+                p95=percentile(durations, 0.95),
                 max=durations[-1] if durations else None,
                 last_success=max(known) if known else None,
             )
@@ -156,7 +156,7 @@ def job_stats(runs: list[Run]) -> list[JobStats]:
     return result
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile: always a duration that was actually observed."""
     if not values:
         return None

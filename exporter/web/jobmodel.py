@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from exporter import history_report
 from exporter.decode import DecodedJob
+from exporter.history_report import percentile
 from exporter.snapshot import JobRuns, JobView
 from exporter.sources.jobs import _bounded_next
 from exporter.walk_budget import ROW_BUDGET, walk_budget
@@ -87,28 +87,10 @@ def job_card(
     }
 
 
-def _report_run(job_id: str, run: Run) -> history_report.Run:
-    def moment(value: float | None) -> datetime | None:
-        return datetime.fromtimestamp(value, UTC) if value is not None else None
-
-    return history_report.Run(
-        id=run.id,
-        job_id=job_id,
-        job_name=None,
-        status=run.status,
-        scheduled=moment(run.scheduled),
-        started=moment(run.started),
-        finished=moment(run.finished),
-        duration=run.duration,
-        error=None,
-    )
-
-
-def window_stats(
-    job_id: str, runs: Sequence[Run], now: float, seconds: float, complete: bool
-) -> dict[str, Any]:
-    """Runs by status, failure rate and p50/p95/max duration over the window, computed as
-    ``jobstore-exporter history --stats`` does (nearest-rank, over success and failed runs).
+def window_stats(runs: Sequence[Run], now: float, seconds: float, complete: bool) -> dict[str, Any]:
+    """Runs by status, failure rate and p50/p95/max duration over the window, as
+    ``jobstore-exporter history --stats`` computes them: over success and failed runs, with its
+    nearest-rank :func:`exporter.history_report.percentile`.
 
     ``complete`` is false when the rows read (the newest :data:`runs.STATS_ROWS`) did not
     reach back to the window's start, so the figures cover only its newest part.
@@ -118,29 +100,31 @@ def window_stats(
     by_status = dict.fromkeys(STATUSES, 0)
     for run in inside:
         by_status[run.status] = by_status.get(run.status, 0) + 1
-    computed = history_report.job_stats([_report_run(job_id, r) for r in inside])
-    stats = computed[0] if computed else None
+    finished = [run for run in inside if run.status in ("success", "failed")]
+    failed = sum(1 for run in finished if run.status == "failed")
+    durations = sorted(run.duration for run in finished if run.duration is not None)
     oldest = min((run.moment for run in inside if run.moment is not None), default=None)
+    whole = complete or not inside
     return {
         "runs": by_status,
-        "finished": stats.runs if stats else 0,
-        "failed": stats.failed if stats else 0,
-        "failure_rate": round(stats.failure_rate, 6) if stats else None,
-        "p50_seconds": stats.p50 if stats else None,
-        "p95_seconds": stats.p95 if stats else None,
-        "max_seconds": stats.max if stats else None,
-        "complete": complete or not inside,
-        **when("covers_since", start if complete or not inside else oldest),
+        "finished": len(finished),
+        "failed": failed,
+        "failure_rate": round(failed / len(finished), 6) if finished else None,
+        "p50_seconds": percentile(durations, 0.50),
+        "p95_seconds": percentile(durations, 0.95),
+        "max_seconds": durations[-1] if durations else None,
+        "complete": whole,
+        **when("covers_since", start if whole else oldest),
     }
 
 
-def job_stats(job_id: str, runs: Sequence[Run], now: float, truncated: bool) -> dict[str, Any]:
+def job_stats(runs: Sequence[Run], now: float, truncated: bool) -> dict[str, Any]:
     """Both windows. ``truncated``: the read stopped at its row cap, older runs exist."""
     result = {}
     for name, seconds in WINDOWS:
         oldest = min((run.moment for run in runs if run.moment is not None), default=None)
         complete = not truncated or (oldest is not None and oldest <= now - seconds)
-        result[name] = window_stats(job_id, runs, now, seconds, complete)
+        result[name] = window_stats(runs, now, seconds, complete)
     return result
 
 

@@ -125,13 +125,18 @@ class Pages:
         def produce() -> bytes:
             return render_json(build_status(current, now, options))
 
-        return respond(await _maybe_thread(current, produce), JSON)
+        try:
+            return respond(await self._work(produce, _large(current)), JSON)
+        except Busy as exc:
+            return _json_error(503, str(exc))
 
     async def status_page(self, request: web.Request) -> web.Response:
         try:
             return await self._status_page(request)
         except PageError as exc:
             return self._error_page(exc, self.options())
+        except Busy as exc:
+            return self._error_page(PageError(503, str(exc)), self.options())
 
     async def _status_page(self, request: web.Request) -> web.Response:
         current, now, options = self.snapshots(), self.clock(), self.options()
@@ -150,7 +155,7 @@ class Pages:
         def model() -> dict[str, Any]:
             return build_status(current, now, options, select)
 
-        status = await _maybe_thread(current, model)
+        status = await self._work(model, _large(current))
         strips: dict[str, Mapping[str, Any]] = {}
         backups: dict[str, Any] = {}
         for snapshot, store in zip(current, status["jobstores"], strict=True):
@@ -178,7 +183,7 @@ class Pages:
                 "status.html", options, now, title=status["headline"], model=status, view=view
             )
 
-        return respond(await _maybe_thread(current, html), HTML)
+        return respond(await self._work(html, _large(current)), HTML)
 
     async def _recent_backups(
         self, store: StoreConfig, snapshot: StoreSnapshot, options: StatusOptions, now: float
@@ -238,7 +243,15 @@ class Pages:
 
     async def _stats(self, store: StoreConfig, job: JobView, now: float) -> dict[str, Any]:
         rows = await self.reader.for_stats(store, job.id)
-        return jobmodel.job_stats(job.id, rows, now, truncated=len(rows) >= STATS_ROWS)
+        truncated = len(rows) >= STATS_ROWS
+        return await self._work(lambda: jobmodel.job_stats(rows, now, truncated))
+
+    async def _work(self, work: Callable[[], Any], large: bool = True) -> Any:
+        """CPU work of a page: in its turn (see ``exporter.web.runs``), or inline when small."""
+        if not large:
+            return work()
+        timeout = max((store.statement_timeout for store in self.config().stores), default=10.0)
+        return await self.reader.turn(work, timeout)
 
     async def job_page(self, request: web.Request) -> web.Response:
         options, now = self.options(), self.clock()
@@ -270,21 +283,21 @@ class Pages:
         except PageQueryError as exc:
             history_error = str(exc)
         running = next((r for r in snapshot.history or () if r.job_id == job.id), None)
-        body = await asyncio.to_thread(
-            _page,
-            "job.html",
-            options,
-            now,
-            title=f"{job.id} · job",
-            card=card,
-            stats=stats,
-            runs=rows,
-            timeline=timeline,
-            next_page=next_page,
-            hide_errors=hide,
-            history_error=history_error,
-            running=jobmodel.last_run(running) if running and running.running else None,
-        )
+        context: dict[str, Any] = {
+            "title": f"{job.id} · job",
+            "card": card,
+            "stats": stats,
+            "runs": rows,
+            "timeline": timeline,
+            "next_page": next_page,
+            "hide_errors": hide,
+            "history_error": history_error,
+            "running": jobmodel.last_run(running) if running and running.running else None,
+        }
+        try:
+            body = await self._work(lambda: _page("job.html", options, now, **context))
+        except Busy as exc:
+            return self._error_page(PageError(503, str(exc)), options)
         return respond(body, HTML)
 
     async def job_api(self, request: web.Request) -> web.Response:
@@ -370,11 +383,9 @@ def _page(
     ).encode()
 
 
-async def _maybe_thread(current: Sequence[StoreSnapshot], work: Callable[[], Any]) -> Any:
-    """Large stores render in a worker thread (like ``/metrics``); small ones inline."""
-    if sum(len(snapshot.jobs) for snapshot in current) > THREAD_ABOVE_JOBS:
-        return await asyncio.to_thread(work)
-    return work()
+def _large(current: Sequence[StoreSnapshot]) -> bool:
+    """Large stores render in a worker thread, in turn (like ``/metrics``); small ones inline."""
+    return sum(len(snapshot.jobs) for snapshot in current) > THREAD_ABOVE_JOBS
 
 
 def paginate(

@@ -8,8 +8,11 @@ itself. To keep that from touching the scheduler or ``/metrics``:
 * it runs in a worker thread, through a read-only engine of its own (``exporter.db``: read-only
   session, the poller's statement timeout, SQLite opened ``mode=ro`` with no lingering
   transaction), so the poller's connections are never taken;
-* at most :data:`MAX_CONCURRENT` page queries run at once across all stores; a request that
-  cannot get a turn within the statement timeout is answered "busy" instead of queueing;
+* page work (queries, statistics, rendering) takes turns: one at a time across all stores,
+  and after a turn that took *t* seconds the next starts no sooner than *t* x
+  (1 / :data:`DUTY` - 1) later, so pages never take more than a quarter of a core from the
+  event loop that serves ``/metrics``. A request that cannot get a turn within the statement
+  timeout is answered "busy" instead of queueing;
 * answers are kept for :data:`CACHE_SECONDS`, so a burst of page loads becomes one query.
 """
 
@@ -30,8 +33,11 @@ from exporter.tables import as_utc
 
 T = TypeVar("T")
 
-MAX_CONCURRENT = 2
-"""Page queries under way at once, across all stores (the poller has its own engine)."""
+MAX_CONCURRENT = 1
+"""Page work under way at once, across all stores (the poller has its own engine)."""
+DUTY = 0.25
+"""The most of the time page work may run: a burst of page loads waits instead of taking the
+CPU (and the GIL) that ``/metrics`` and the poller need."""
 CACHE_SECONDS = 3.0
 CACHE_ENTRIES = 512
 MAX_LIMIT = 500
@@ -195,11 +201,13 @@ class RunReader:
         self,
         *,
         max_concurrent: int = MAX_CONCURRENT,
+        duty: float = DUTY,
         cache_seconds: float = CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._stores: dict[str, StoreQueries] = {}
         self._turns = asyncio.Semaphore(max_concurrent)
+        self._rest = 1.0 / duty - 1.0
         self._cache: OrderedDict[tuple[Any, ...], tuple[float, Any]] = OrderedDict()
         self._cache_seconds = cache_seconds
         self._clock = clock
@@ -234,21 +242,31 @@ class RunReader:
             self._cache.move_to_end(full)
             return hit[1]  # type: ignore[no-any-return]
         try:
-            await asyncio.wait_for(self._turns.acquire(), timeout=store.statement_timeout)
-        except TimeoutError:
-            raise Busy("too many page loads at once; try again in a few seconds") from None
-        try:
-            value = await asyncio.to_thread(work)
+            value = await self.turn(work, store.statement_timeout)
         except PageQueryError:
             raise
         except Exception as exc:  # noqa: BLE001 - any database failure becomes one line
             raise PageQueryError(describe_error(exc, store.display_url, store.secrets)) from None
-        finally:
-            self._turns.release()
         self._cache[full] = (self._clock() + self._cache_seconds, value)
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
         return value
+
+    async def turn(self, work: Callable[[], T], wait: float) -> T:
+        """``work()`` in a worker thread when its turn comes (see the module's docstring);
+        :class:`Busy` when no turn came within ``wait`` seconds."""
+        try:
+            await asyncio.wait_for(self._turns.acquire(), timeout=wait)
+        except TimeoutError:
+            raise Busy("too many page loads at once; try again in a few seconds") from None
+        started = time.monotonic()
+        try:
+            return await asyncio.to_thread(work)
+        finally:
+            # Rest before the next turn, in proportion to this one (capped: a slow database
+            # query is mostly waiting, not computing).
+            rest = min((time.monotonic() - started) * self._rest, 0.2)
+            asyncio.get_running_loop().call_later(rest, self._turns.release)
 
     async def runs(
         self, store: StoreConfig, job_id: str, limit: int, before: int | None = None
