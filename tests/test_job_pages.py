@@ -352,3 +352,14 @@ def has_colour(
         count >= 20 and all(abs(a - b) <= slack for a, b in zip(rgb, colour, strict=True))
         for count, rgb in colours
     )
+
+
+async def test_a_link_built_by_an_alert_template_finds_the_job(sqlite_db: Database) -> None:
+    """Prometheus' `urlquery` writes a space as `+`; the page still finds the job."""
+    spaced = {**SYNC, "id": "nightly report", "name": "Nightly"}
+    write_jobs(sqlite_db.url, [spaced, {**SYNC, "id": "a+b", "name": "Plus"}])
+    async for app in serve(load_config(db_url=sqlite_db.url, poll_interval=3600)):
+        code, _, text = await app.get("/jobs/default/nightly+report")
+        assert code == 200 and "Nightly" in Page(text).words()
+        code, _, text = await app.get("/jobs/default/a+b")  # a real "+" still wins
+        assert code == 200 and "Plus" in Page(text).words()

@@ -34,7 +34,15 @@ from exporter.web import jobmodel
 from exporter.web.backups import recent_files
 from exporter.web.paths import runs_api_path
 from exporter.web.render import render, when
-from exporter.web.runs import DEFAULT_LIMIT, MAX_LIMIT, STATS_ROWS, Busy, PageQueryError, RunReader
+from exporter.web.runs import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    STATS_ROWS,
+    Busy,
+    JobData,
+    PageQueryError,
+    RunReader,
+)
 
 log = logging.getLogger(__name__)
 
@@ -221,30 +229,12 @@ class Pages:
         if not snapshot.ever_succeeded:
             raise PageError(503, f"the job store {name!r} has not been read yet; try again soon")
         job = next((j for j in snapshot.jobs if j.id == job_id), None)
+        if job is None and "+" in job_id:  # a link built with Go's urlquery writes " " as "+"
+            spaced = job_id.replace("+", " ")
+            job = next((j for j in snapshot.jobs if j.id == spaced), None)
         if job is None:
             raise PageError(404, f"no job {job_id!r} in the job store {name!r} at the last poll")
         return store, snapshot, job
-
-    async def _card(
-        self, store: StoreConfig, snapshot: StoreSnapshot, job: JobView, now: float
-    ) -> dict[str, Any]:
-        decoded: DecodedJob | None = None
-        if job.decoded:
-            try:
-                state = await self.reader.job_state(store, job.id)
-                decoded = await asyncio.to_thread(_decode, state)
-            except PageQueryError as exc:
-                log.debug("job page: job_state of %r not read: %s", job.id, exc)
-        options = self.options()
-        overdue = job in overdue_jobs(snapshot, options.default_grace)
-        # In a worker thread: the fire times are a walk of the trigger (bounded by the walk
-        # budget, still too long to hold every other request).
-        return await asyncio.to_thread(jobmodel.job_card, store.name, job, decoded, overdue, now)
-
-    async def _stats(self, store: StoreConfig, job: JobView, now: float) -> dict[str, Any]:
-        rows = await self.reader.for_stats(store, job.id)
-        truncated = len(rows) >= STATS_ROWS
-        return await self._work(lambda: jobmodel.job_stats(rows, now, truncated))
 
     async def _work(self, work: Callable[[], Any], large: bool = True) -> Any:
         """CPU work of a page: in its turn (see ``exporter.web.runs``), or inline when small."""
@@ -253,49 +243,54 @@ class Pages:
         timeout = max((store.statement_timeout for store in self.config().stores), default=10.0)
         return await self.reader.turn(work, timeout)
 
+    def _job_model(
+        self, store: StoreConfig, snapshot: StoreSnapshot, job: JobView, data: JobData, now: float
+    ) -> dict[str, Any]:
+        """Card and statistics of one job from what was read (CPU work: runs in a turn)."""
+        options = self.options()
+        decoded = _decode(data.state) if job.decoded else None
+        overdue = job in overdue_jobs(snapshot, options.default_grace)
+        truncated = len(data.for_stats) >= STATS_ROWS
+        return {
+            "job": jobmodel.job_card(store.name, job, decoded, overdue, now),
+            "stats": jobmodel.job_stats(data.for_stats, now, truncated),
+        }
+
     async def job_page(self, request: web.Request) -> web.Response:
         options, now = self.options(), self.clock()
         try:
             store, snapshot, job = self._find(request)
+            data = await self.reader.job_data(store, job.id, jobmodel.TIMELINE_RUNS)
         except PageError as exc:
             return self._error_page(exc, options)
-        card = await self._card(store, snapshot, job, now)
-        hide = options.hide_run_errors
-        history_error = None
-        stats: dict[str, Any] = {}
-        rows: list[dict[str, Any]] = []
-        timeline: dict[str, Any] = {}
-        next_page = None
-        try:
-            page = await self.reader.runs(store, job.id, jobmodel.TIMELINE_RUNS)
-            stats = await self._stats(store, job, now)
-            rows = [jobmodel.run_row(run, hide) for run in page.runs]
-            timeline = jobmodel.timeline(list(reversed(page.runs)), now)
-            if page.next_before is not None:
-                next_page = "?".join(
-                    (
-                        runs_api_path(store.name, job.id),
-                        urlencode({"limit": DEFAULT_LIMIT, "before": page.next_before}),
-                    )
-                )
-        except Busy as exc:
+        except PageQueryError as exc:  # Busy, or the job table itself not readable
             return self._error_page(PageError(503, str(exc)), options)
-        except PageQueryError as exc:
-            history_error = str(exc)
+        hide = options.hide_run_errors
         running = next((r for r in snapshot.history or () if r.job_id == job.id), None)
-        context: dict[str, Any] = {
-            "title": f"{job.id} · job",
-            "card": card,
-            "stats": stats,
-            "runs": rows,
-            "timeline": timeline,
-            "next_page": next_page,
-            "hide_errors": hide,
-            "history_error": history_error,
-            "running": jobmodel.last_run(running) if running and running.running else None,
-        }
+        next_page = None
+        if data.recent.next_before is not None:
+            query = urlencode({"limit": DEFAULT_LIMIT, "before": data.recent.next_before})
+            next_page = f"{runs_api_path(store.name, job.id)}?{query}"
+
+        def html() -> bytes:
+            model = self._job_model(store, snapshot, job, data, now)
+            return _page(
+                "job.html",
+                options,
+                now,
+                title=f"{job.id} · job",
+                card=model["job"],
+                stats=model["stats"],
+                runs=[jobmodel.run_row(run, hide) for run in data.recent.runs],
+                timeline=jobmodel.timeline(list(reversed(data.recent.runs)), now),
+                next_page=next_page,
+                hide_errors=hide,
+                history_error=data.history_error,
+                running=jobmodel.last_run(running) if running and running.running else None,
+            )
+
         try:
-            body = await self._work(lambda: _page("job.html", options, now, **context))
+            body = await self._work(html)
         except Busy as exc:
             return self._error_page(PageError(503, str(exc)), options)
         return respond(body, HTML)
@@ -304,16 +299,17 @@ class Pages:
         now = self.clock()
         try:
             store, snapshot, job = self._find(request)
-            card = await self._card(store, snapshot, job, now)
-            stats = await self._stats(store, job, now)
+            data = await self.reader.job_data(store, job.id, jobmodel.TIMELINE_RUNS)
+            if data.history_error is not None:
+                raise PageQueryError(data.history_error)
+            model = await self._work(lambda: self._job_model(store, snapshot, job, data, now))
         except PageError as exc:
             return _json_error(exc.status, exc.message)
         except Busy as exc:
             return _json_error(503, str(exc))
         except PageQueryError as exc:
             return _json_error(502, f"history not readable: {exc}")
-        model = {"job": card, "stats": stats, **when_now(now)}
-        return respond(render_json(model), JSON)
+        return respond(render_json({**model, **when_now(now)}), JSON)
 
     async def runs_api(self, request: web.Request) -> web.Response:
         try:

@@ -42,7 +42,7 @@ CACHE_SECONDS = 3.0
 CACHE_ENTRIES = 512
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
-STATS_ROWS = 5000
+STATS_ROWS = 2000
 """Statistics are computed over at most this many of the job's newest runs."""
 ERROR_CHARS = 8000
 """Stored error text longer than this is cut (the page shows it, it is not an archive)."""
@@ -94,6 +94,17 @@ class Run:
 class RunPage:
     runs: tuple[Run, ...]
     next_before: int | None  # pass as ``before`` for the following page; None at the end
+
+
+@dataclass(frozen=True, slots=True)
+class JobData:
+    """What a job page reads, over one connection: the stored ``job_state``, the newest runs
+    (with error text) and the newest :data:`STATS_ROWS` runs for the statistics."""
+
+    state: bytes | None
+    recent: RunPage
+    for_stats: tuple[Run, ...]
+    history_error: str | None = None  # one line when the history table could not be read
 
 
 def _seconds(value: Any) -> float | None:
@@ -159,17 +170,32 @@ class StoreQueries:
     def runs(self, job_id: str, limit: int, before: int | None = None) -> RunPage:
         """Up to ``limit`` runs older than ``before`` (all when None), newest first."""
         with self.engine.connect() as connection:
-            rows = connection.execute(self._select(job_id, limit + 1, before)).all()
+            return self._page(connection, job_id, limit, before)
+
+    def _page(
+        self, connection: sa.Connection, job_id: str, limit: int, before: int | None
+    ) -> RunPage:
+        rows = connection.execute(self._select(job_id, limit + 1, before)).all()
         runs = [run for run in map(_run, rows[:limit]) if run is not None]
         more = len(rows) > limit
         last = rows[limit - 1][0] if more and limit else None
         return RunPage(tuple(runs), last if isinstance(last, int) else None)
 
-    def for_stats(self, job_id: str) -> tuple[Run, ...]:
-        """The job's newest :data:`STATS_ROWS` runs, without their error text."""
+    def job_data(self, job_id: str, recent: int) -> JobData:
+        """Everything a job page needs from the database, over one connection."""
+        state_query = sa.select(self.jobs.c.job_state).where(self.jobs.c.id == job_id)
         with self.engine.connect() as connection:
-            rows = connection.execute(self._select(job_id, STATS_ROWS, errors=False)).all()
-        return tuple(run for run in map(_run, rows) if run is not None)
+            value = connection.execute(state_query).scalar()
+            state = bytes(value) if value is not None else None
+            try:
+                page = self._page(connection, job_id, recent, None)
+                rows = connection.execute(self._select(job_id, STATS_ROWS, errors=False)).all()
+            except sa.exc.SQLAlchemyError as exc:
+                store = self.store
+                error = describe_error(exc, store.display_url, store.secrets)
+                return JobData(state, RunPage((), None), (), error)
+        stats = tuple(run for run in map(_run, rows) if run is not None)
+        return JobData(state, page, stats)
 
     def latest(self, job_ids: Sequence[str], per_job: int) -> dict[str, tuple[Run, ...]]:
         """The newest ``per_job`` runs of each job (no error text), over one connection: one
@@ -181,13 +207,6 @@ class StoreQueries:
                 rows = connection.execute(query).all()
                 result[job_id] = tuple(run for run in map(_run, rows) if run is not None)
         return result
-
-    def job_state(self, job_id: str) -> bytes | None:
-        """The job's stored ``job_state`` (a primary-key lookup); None when it is gone."""
-        query = sa.select(self.jobs.c.job_state).where(self.jobs.c.id == job_id)
-        with self.engine.connect() as connection:
-            value = connection.execute(query).scalar()
-        return bytes(value) if value is not None else None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -276,9 +295,11 @@ class RunReader:
             store, ("runs", job_id, limit, before), lambda: queries.runs(job_id, limit, before)
         )
 
-    async def for_stats(self, store: StoreConfig, job_id: str) -> tuple[Run, ...]:
+    async def job_data(self, store: StoreConfig, job_id: str, recent: int) -> JobData:
         queries = self.queries(store)
-        return await self.call(store, ("stats", job_id), lambda: queries.for_stats(job_id))
+        return await self.call(
+            store, ("job", job_id, recent), lambda: queries.job_data(job_id, recent)
+        )
 
     async def latest(
         self, store: StoreConfig, job_ids: Sequence[str], per_job: int
@@ -288,10 +309,6 @@ class RunReader:
         return await self.call(
             store, ("latest", ids, per_job), lambda: queries.latest(ids, per_job)
         )
-
-    async def job_state(self, store: StoreConfig, job_id: str) -> bytes | None:
-        queries = self.queries(store)
-        return await self.call(store, ("state", job_id), lambda: queries.job_state(job_id))
 
     def close(self) -> None:
         for queries in self._stores.values():
