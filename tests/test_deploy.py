@@ -903,6 +903,92 @@ def test_service_and_servicemonitor_reach_the_metrics_port() -> None:
         assert re.fullmatch(regex, job), f"scrape job {job!r} escapes JobstoreExporterDown"
 
 
+def _kubernetes_scrape_example() -> dict[str, Any]:
+    """The commented `kubernetes_sd_configs` example of prometheus/prometheus.yml, uncommented."""
+    lines = (ROOT / "prometheus" / "prometheus.yml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "# kubernetes_sd_configs:")
+    block = []
+    for line in lines[start:]:
+        if not line.strip().startswith("#") or line.strip() == "#":
+            break
+        block.append(line.split("# ", 1)[1] if "# " in line else "")
+    return dict(yaml.safe_load("\n".join(block)))
+
+
+def test_kubernetes_scrape_example_finds_the_deployments_exporter_port(tmp_path: Path) -> None:
+    """Prometheus itself applies the example's relabelling to the targets Kubernetes discovery
+    would make of the Deployment's pod (one per container port, one per port-less container),
+    fed to it through file discovery with the same meta labels."""
+    prometheus = _tool("prometheus")
+    promtool = _tool("promtool")
+    if prometheus is None or promtool is None:
+        pytest.skip("prometheus/promtool not installed")
+    example = _kubernetes_scrape_example()
+    assert example["kubernetes_sd_configs"] == [{"role": "pod"}]
+    as_written = tmp_path / "as-written.yml"
+    as_written.write_text(
+        yaml.safe_dump({"scrape_configs": [{"job_name": "jobstore-exporter", **example}]})
+    )
+    check = subprocess.run(
+        [promtool, "check", "config", str(as_written)], capture_output=True, text=True, timeout=60
+    )
+    # Some distribution builds leave Kubernetes discovery out; the relabelling is checked below.
+    if "kubernetes_sd_configs not found" not in check.stdout + check.stderr:
+        assert check.returncode == 0, check.stdout + check.stderr
+
+    groups = []
+    expected = {}
+    for container in pod_spec()["containers"]:
+        for port in container.get("ports") or [{}]:
+            address = f"127.0.0.1:{free_port()}"
+            labels = {
+                "__meta_kubernetes_namespace": "shop",
+                "__meta_kubernetes_pod_name": "my-app-5d9c7",
+                "__meta_kubernetes_pod_container_name": container["name"],
+            }
+            if port:
+                labels["__meta_kubernetes_pod_container_port_name"] = port.get("name", "")
+                labels["__meta_kubernetes_pod_container_port_number"] = str(port["containerPort"])
+            groups.append({"targets": [address], "labels": labels})
+            if container is exporter_container() and port.get("name") == "metrics":
+                expected = {"instance": address, "namespace": "shop", "pod": "my-app-5d9c7"}
+    assert expected, "the Deployment has no exporter port named metrics"
+    (tmp_path / "pods.json").write_text(json.dumps(groups))
+    config = tmp_path / "prometheus.yml"
+    scrape = {
+        "job_name": "jobstore-exporter",
+        "file_sd_configs": [{"files": [str(tmp_path / "pods.json")]}],
+        "relabel_configs": example["relabel_configs"],
+    }
+    config.write_text(yaml.safe_dump({"scrape_configs": [scrape]}))
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address={address}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def targets() -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(
+                f"http://{address}/api/v1/targets?state=any", timeout=5
+            ) as resp:
+                data = json.load(resp)["data"]
+        except OSError:
+            return None
+        seen = len(data["activeTargets"]) + len(data.get("droppedTargets", []))
+        return data if seen == len(groups) or data["activeTargets"] else None
+
+    try:
+        data = support.wait_for(targets, 30, "Prometheus to discover the pod's targets")
+    finally:
+        support.stop(proc)
+    active = [
+        {k: v for k, v in t["labels"].items() if k in expected} for t in data["activeTargets"]
+    ]
+    assert active == [expected], data
+
+
 def _build_prometheusrule() -> Any:
     spec = importlib.util.spec_from_file_location(
         "build_prometheusrule", K8S / "build_prometheusrule.py"
