@@ -130,7 +130,9 @@ class JobStoreSource:
         without its expected run time until :data:`WALK_RETRY` seconds later."""
         try:
             with walk_budget(ROW_BUDGET):
-                return _previous_fire(trigger, now)
+                result = _previous_fire(trigger, now)
+            entry.gave_up = False  # a retry that fits is logged again should a later one not
+            return result
         except WalkBudgetExceeded:
             if not entry.gave_up:
                 entry.gave_up = True
