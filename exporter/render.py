@@ -37,11 +37,15 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from exporter.metric_families import family
+from exporter.metrics import to_metric
+
 log = logging.getLogger(__name__)
+RENDER_ERRORS = family("jobstore_exporter_render_errors_total")
 
 GZIP_LEVEL = 5
 EOF_LINE = b"# EOF\n"
@@ -87,14 +91,8 @@ class _RenderErrors(Collector):
         self.cache = cache
 
     def collect(self) -> Iterator[Metric]:
-        errors = CounterMetricFamily(
-            "jobstore_exporter_render_errors_total",
-            "Renders of a /metrics part that failed; the last good part is served meanwhile",
-            labels=["part"],
-        )
-        for part in ("static", "clock"):
-            errors.add_metric([part], self.cache.errors_total[part])
-        yield errors
+        counts = self.cache.errors_total
+        yield to_metric(RENDER_ERRORS, [((part,), counts[part]) for part in ("static", "clock")])
 
 
 class BodyCache:
