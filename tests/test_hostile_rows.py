@@ -11,6 +11,9 @@ import json
 import logging
 import pickle
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -400,3 +403,37 @@ async def test_a_costly_trigger_never_holds_other_requests_on_its_job_page(
         assert not page.done(), "/healthz waited for the job page's walk"
         status, text = await page
         assert status == 200 and json.loads(text)["job"]["next_fire_times"] == [], text
+
+
+def test_a_1kb_row_of_shared_subtrees_is_counted_not_built(sqlite_db: Database) -> None:
+    """OrTriggers 8 deep with 10 children each, every child a memo reference to one shared
+    subtree: 10^8 triggers in about 1 KB. Read by a real poll in a child process with a memory
+    limit (the row once took 1.9 GB and killed the sidecar at every start)."""
+    hourly = IntervalTrigger(hours=1, start_date=datetime(2026, 1, 1, tzinfo=UTC))
+    child: tuple[str, Any] = (
+        "apscheduler.triggers.interval:IntervalTrigger",
+        hourly.__getstate__(),
+    )
+    state: dict[str, Any] = {}
+    for _ in range(8):
+        state = {"version": 1, "jitter": None, "triggers": [child] * 10}
+        child = ("apscheduler.triggers.combining:OrTrigger", state)
+    with mock.patch.object(BaseCombiningTrigger, "__getstate__", lambda self: state):
+        row = job_state("bomb", OrTrigger([]))
+    assert len(row) < 1500
+    write_jobs(sqlite_db.url)
+    insert_row(sqlite_db, "bomb", row, time.time() + 60)
+    code = textwrap.dedent(f"""
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        from exporter.config import load_config
+        from exporter.poller import StorePoller
+        snapshot = StorePoller(load_config(db_url={sqlite_db.url!r}).stores[0]).poll()
+        print(snapshot.up, snapshot.undecodable, len(snapshot.jobs))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "1", "4"]
+    assert "combines more than 1000 triggers" in out.stderr
