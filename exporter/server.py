@@ -242,6 +242,24 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def make_runner(
+    sidecar: Sidecar, web_config: WebConfig | None = None
+) -> tuple[web.AppRunner, Connections]:
+    """The app of ``sidecar`` behind the connection limits; start a :class:`GuardedSite` on it."""
+    settings = sidecar.config.settings
+    app = create_app(sidecar, web_config=web_config)
+    tls = web_config.renewing_context() if web_config is not None else None
+    limits = Limits(
+        header_timeout=settings.web_header_timeout,
+        idle_timeout=settings.web_idle_timeout,
+        max_connections=settings.web_max_connections,
+    )
+    connections = Connections(limits, tls)
+    app.middlewares.insert(0, connections.middleware)  # outermost: a request in auth is busy
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.idle_timeout)
+    return runner, connections
+
+
 async def serve(
     config: Config,
     *,
@@ -254,20 +272,11 @@ async def serve(
     With a ``loader``, SIGHUP (and ``POST /-/reload`` with ``enable_lifecycle``) re-read the
     configuration.
     """
-    settings = config.settings
     sidecar = Sidecar(config, loader=loader)
-    app = create_app(sidecar, web_config=web_config)
-    tls = web_config.renewing_context() if web_config is not None else None
-    limits = Limits(
-        header_timeout=settings.web_header_timeout,
-        idle_timeout=settings.web_idle_timeout,
-        max_connections=settings.web_max_connections,
-    )
-    connections = Connections(limits, tls)
-    app.middlewares.insert(0, connections.middleware)  # outermost: a request in auth is busy
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.idle_timeout)
+    runner, connections = make_runner(sidecar, web_config)
+    tls = connections.tls
     await runner.setup()
-    host, port = split_address(settings.listen_address)
+    host, port = split_address(config.settings.listen_address)
     site = GuardedSite(runner, host, port, connections)
     loop = asyncio.get_running_loop()
     # Handlers first: a signal that arrives as soon as the port answers must not find the

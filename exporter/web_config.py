@@ -8,30 +8,23 @@ setting asks (a list of curves, a client certificate that is required but not ve
 setting is refused rather than quietly served differently.
 
 Secrets: the bcrypt hashes are never printed (not in ``repr``, not in an error line, and the
-logging filter scrubs them), and request passwords are neither logged nor kept: a successful check
-is remembered only as an HMAC with a key that lives in this process.
+logging filter scrubs them), and request passwords are neither logged nor kept (``basic_auth.py``
+checks them). Building the TLS context, and rebuilding it on renewal, is ``tls.py``'s job.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
 import re
-import secrets
 import ssl
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import yaml
 from aiohttp import web
 
+from exporter.basic_auth import BasicAuth
 from exporter.tls import (
     CIPHER_SUITES,
     CLIENT_AUTH_TYPES,
@@ -47,10 +40,6 @@ from exporter.tls import (
     fail,
 )
 
-REALM = "jobstore-exporter"
-#: Paths served without basic auth: liveness probes carry no credentials and reveal nothing.
-OPEN_PATHS = frozenset({"/healthz"})
-
 # Only these headers, and for two of them only these values, as in the exporter-toolkit.
 HEADERS: dict[str, tuple[str, ...]] = {
     "Content-Security-Policy": (),
@@ -61,7 +50,6 @@ HEADERS: dict[str, tuple[str, ...]] = {
 }
 
 _BCRYPT = re.compile(rb"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
-_BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; Go and htpasswd ignore the rest too
 _MAKE_HASH = "make one with htpasswd -nBC 10 \"\" | tr -d ':\\n' (see docs/security.md)"
 
 _TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
@@ -153,99 +141,6 @@ class WebConfig:
             app.on_response_prepare.append(add_headers)
         if self.users:
             app.middlewares.insert(0, BasicAuth(self.users).middleware)
-
-
-# --- Basic auth --------------------------------------------------------------------------------
-
-
-class BasicAuth:
-    """Checks ``Authorization: Basic`` against bcrypt hashes, off the event loop.
-
-    A bcrypt check costs tens of milliseconds of CPU by design, so it runs in a worker thread, one
-    at a time (a flood of wrong passwords then holds one thread, not the pool that renders
-    ``/metrics``). Successful checks are remembered as HMAC-SHA256 digests of user, hash and
-    password under a key made at start: a scraper that sends the same credentials every 15 s pays
-    bcrypt once, and no password is ever stored. An unknown user costs a bcrypt check like a known
-    one, so timing does not tell which user names exist.
-    """
-
-    def __init__(self, users: Sequence[tuple[str, bytes]], cache_size: int = 256) -> None:
-        if not users:
-            raise ValueError("BasicAuth needs at least one user")
-        self._users = [(name.encode("utf-8"), hashed) for name, hashed in users]
-        self._key = secrets.token_bytes(32)
-        self._ok: OrderedDict[bytes, None] = OrderedDict()
-        self._cache_size = cache_size
-        self._bcrypt_slot = asyncio.Semaphore(1)
-
-    def _digest(self, user: bytes, hashed: bytes, password: bytes) -> bytes:
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        for part in (user, hashed, password):
-            mac.update(len(part).to_bytes(4, "big"))
-            mac.update(part)
-        return mac.digest()
-
-    async def check(self, authorization: str | None) -> bool:
-        """True if the header carries the name and password of a configured user."""
-        credentials = parse_basic(authorization)
-        if credentials is None:
-            return False
-        user, password = credentials
-        password = password[:_BCRYPT_MAX_BYTES]
-        hashed: bytes | None = None
-        for name, candidate in self._users:  # compare every name: no early exit
-            if hmac.compare_digest(name, user):
-                hashed = candidate
-        known = hashed is not None
-        target = hashed if hashed is not None else self._users[0][1]
-        digest = self._digest(user, target, password)
-        if known and digest in self._ok:
-            self._ok.move_to_end(digest)
-            return True
-        async with self._bcrypt_slot:
-            matches = await asyncio.to_thread(_bcrypt_matches, password, target)
-        if not (known and matches):
-            return False
-        self._ok[digest] = None
-        while len(self._ok) > self._cache_size:
-            self._ok.popitem(last=False)
-        return True
-
-    @web.middleware
-    async def middleware(
-        self,
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        if request.path in OPEN_PATHS or await self.check(request.headers.get("Authorization")):
-            return await handler(request)
-        return web.Response(
-            status=401,
-            text="401: Unauthorized\n",
-            headers={"WWW-Authenticate": f'Basic realm="{REALM}"'},
-        )
-
-
-def parse_basic(authorization: str | None) -> tuple[bytes, bytes] | None:
-    """``(user, password)`` from a Basic ``Authorization`` header, or None if there is none."""
-    if not authorization:
-        return None
-    scheme, _, value = authorization.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        raw = base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    user, sep, password = raw.partition(b":")
-    return (user, password) if sep else None
-
-
-def _bcrypt_matches(password: bytes, hashed: bytes) -> bool:
-    try:
-        return bcrypt.checkpw(password, hashed)
-    except ValueError:
-        return False
 
 
 # --- Loading -----------------------------------------------------------------------------------

@@ -34,11 +34,12 @@ from pki import Pki, make_pki
 from stores import write_jobs
 from support import Database, free_port, need_server, stop
 
-from exporter import web_config as wc
+from exporter import basic_auth
+from exporter.basic_auth import BasicAuth, parse_basic
 from exporter.config import ConfigError, load_config
 from exporter.poller import StorePoller
 from exporter.server import create_app
-from exporter.web_config import BasicAuth, WebConfig, load_web_config, parse_basic
+from exporter.web_config import WebConfig, load_web_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "web-config"
@@ -515,13 +516,13 @@ def test_parse_basic() -> None:
 
 async def test_successes_are_cached_failures_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[bytes] = []
-    real = wc._bcrypt_matches
+    real = basic_auth._bcrypt_matches
 
     def counting(password: bytes, hashed: bytes) -> bool:
         calls.append(password)
         return real(password, hashed)
 
-    monkeypatch.setattr(wc, "_bcrypt_matches", counting)
+    monkeypatch.setattr(basic_auth, "_bcrypt_matches", counting)
     auth = BasicAuth([("alice", _hash("right").encode()), ("bob", _hash("other").encode())])
     assert await auth.check(_header("alice", "right"))
     assert await auth.check(_header("alice", "right"))
@@ -540,13 +541,13 @@ async def test_successes_are_cached_failures_are_not(monkeypatch: pytest.MonkeyP
 
 async def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[bytes] = []
-    real = wc._bcrypt_matches
+    real = basic_auth._bcrypt_matches
 
     def counting(password: bytes, hashed: bytes) -> bool:
         calls.append(password)
         return real(password, hashed)
 
-    monkeypatch.setattr(wc, "_bcrypt_matches", counting)
+    monkeypatch.setattr(basic_auth, "_bcrypt_matches", counting)
     users = [(name, _hash(f"{name}-pw").encode()) for name in ("alice", "bob", "carol")]
     auth = BasicAuth(users, cache_size=2)
     for name, _ in users:
