@@ -32,6 +32,7 @@ from exporter.cli_options import (
     fail,
     load_or_exit,
     pick_store,
+    reject_store_flags,
 )
 from exporter.console import make_console
 from exporter.wording import ago, moment, run_duration, size
@@ -84,12 +85,11 @@ def run(
     from exporter.kit.backup import BackupError, backup_database
     from exporter.logs import setup_logging
 
-    store = pick_store(
-        load_or_exit(
-            config, db_url=db_url, db_password_file=db_password_file, backup_dir=backup_dir
-        ).stores,
-        jobstore,
+    cfg = load_or_exit(
+        config, db_url=db_url, db_password_file=db_password_file, backup_dir=backup_dir
     )
+    reject_store_flags(cfg, **{"--db-url": db_url, "--db-password-file": db_password_file})
+    store = pick_store(cfg.stores, jobstore)
     directory = backup_dir or store.backup_dir
     if directory is None:
         raise fail(

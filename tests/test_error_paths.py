@@ -350,3 +350,13 @@ def test_backup_list_asks_only_for_the_backup_dir(tmp_path: Path) -> None:
     proc = run("backup", "list", "--config", str(config))
     assert proc.returncode == 0, proc.stderr
     assert "app_20261125T020000Z.sqlite" in proc.stdout
+
+
+def test_backup_run_rejects_a_db_url_beside_a_config_listing_stores(tmp_path: Path) -> None:
+    config = three_stores(tmp_path)
+    other = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    proc = run("backup", "run", "--config", str(config), "--jobstore", "custom",
+               "--db-url", other, "--backup-dir", str(tmp_path / "b"))  # fmt: skip
+    assert proc.returncode == 2
+    assert "--db-url cannot be combined with a config file that lists jobstores" in one_line(proc)
+    assert not (tmp_path / "b").exists()
