@@ -31,7 +31,9 @@ from support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS_PATH = ROOT / "prometheus" / "alerts.yml"
-DASHBOARD_PATH = ROOT / "grafana" / "dashboards" / "jobstore-exporter.json"
+DASHBOARDS = ROOT / "grafana" / "dashboards"
+OVERVIEW = "jobstore-exporter.json"
+JOB_DETAIL = "jobstore-exporter-job.json"
 
 POLL = 0.2  # seconds between two looks at Prometheus' API
 WAIT = 30.0  # longest wait for any one condition
@@ -334,8 +336,9 @@ class DashboardQuery:
     range: bool  # drawn over time (a range query in Grafana) rather than an instant one
 
 
-def dashboard() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(DASHBOARD_PATH.read_text(encoding="utf-8"))
+def dashboard(name: str = OVERVIEW) -> dict[str, Any]:
+    """The overview (default) or the per-job drill-down (JOB_DETAIL)."""
+    loaded: dict[str, Any] = json.loads((DASHBOARDS / name).read_text(encoding="utf-8"))
     return loaded
 
 

@@ -1,4 +1,8 @@
-"""Lint checks for the Grafana dashboard and its provisioning files.
+"""Lint checks for the Grafana dashboards and their provisioning files.
+
+The dashboards are the monitoring mixin's (mixin/) render with its defaults: an overview of the
+selected stores (no per-job variable; per-job panels show the worst N jobs) and a per-job
+drill-down with a single-select job.
 
 The rules follow Grafana's dashboard linter (grafana/dashboard-linter): a templated Prometheus
 datasource used everywhere, `job` and `instance` variables and matchers, `$__rate_interval` in
@@ -32,8 +36,11 @@ import yaml
 from golden import golden_families
 
 ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD_PATH = ROOT / "grafana" / "dashboards" / "jobstore-exporter.json"
-BUILDER_PATH = ROOT / "grafana" / "build_dashboard.py"
+DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
+DASHBOARD_PATH = DASHBOARDS_DIR / "jobstore-exporter.json"
+JOB_DASHBOARD_PATH = DASHBOARDS_DIR / "jobstore-exporter-job.json"
+MIXIN = ROOT / "mixin"
+ALERTS_PATH = ROOT / "prometheus" / "alerts.yml"
 DATASOURCES_PATH = ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS_PATH = ROOT / "grafana" / "provisioning" / "dashboards" / "jobstore-exporter.yml"
 DOCS_PATH = ROOT / "docs" / "dashboard.md"
@@ -46,13 +53,17 @@ METRICS_DOC_PATH = ROOT / "docs" / "metrics.md"
 IN_CI = os.environ.get("CI") == "true"
 
 UID = "jobstore-exporter"
+JOB_UID = "jobstore-exporter-job"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE_INTERVAL = "$__rate_interval"
 RATE_FUNCS = {"rate", "irate", "increase"}
 COUNTER_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 TARGET_LABELS = {"job", "instance"}  # added by Prometheus to every scraped series
-# Query variables in chain order, with the matcher each selector needs and the label it filters.
+# Labels relabelling may add to tell apps apart (the mixin's groupLabels besides `job`).
+APP_LABELS = {"namespace", "app"}
+# Query variables in chain order, with the matcher each selector needs and the label it filters:
+# the overview has no job_id; the drill-down's job_id is single-select.
 CHAIN = ["job", "instance", "jobstore", "job_id"]
 GRAFANA_GLOBALS = {"__rate_interval", "__interval", "__range", "__interval_ms", "__range_s"}
 UNIT_PANELS = {"stat", "singlestat", "graph", "table", "timeseries", "gauge", "bargauge"}
@@ -83,11 +94,14 @@ def unavailable(reason: str) -> None:
 # --- the dashboard --------------------------------------------------------------------------
 
 
-def load_dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD_PATH.read_text(encoding="utf-8"))
+def load_dashboard(path: Path = DASHBOARD_PATH) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return loaded
 
 
 DASHBOARD = load_dashboard()
+JOB_DASHBOARD = load_dashboard(JOB_DASHBOARD_PATH)
+BOARDS = {"overview": DASHBOARD, "job": JOB_DASHBOARD}
 
 
 def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -96,14 +110,25 @@ def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from panel.get("panels", [])  # panels of collapsed rows
 
 
-PANELS = list(all_panels(DASHBOARD))
+def variables_of(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in board["templating"]["list"]}
+
+
+BOARD_OF: dict[int, str] = {}
+PANELS = []
+for _name, _board in BOARDS.items():
+    for _panel in all_panels(_board):
+        BOARD_OF[id(_panel)] = _name
+        PANELS.append(_panel)
 QUERY_PANELS = [p for p in PANELS if p["type"] != "row"]
 TARGETS = [(p, t) for p in QUERY_PANELS for t in p.get("targets", [])]
-VARIABLES = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+VARIABLES = variables_of(JOB_DASHBOARD)  # the drill-down has every variable of the overview
+CHAINS = {"overview": CHAIN[:3], "job": CHAIN}
 
 
 def panel_id(panel: dict[str, Any]) -> str:
-    return f"{panel.get('id')}-{panel.get('title', '?')}"
+    board = BOARD_OF.get(id(panel), "?")
+    return f"{board}-{panel.get('id')}-{panel.get('title', '?')}"
 
 
 def target_id(item: tuple[dict[str, Any], dict[str, Any]]) -> str:
@@ -376,32 +401,89 @@ def test_contract_tables_are_read() -> None:
 
 
 def test_dashboard_identity_is_stable() -> None:
-    assert DASHBOARD["uid"] == UID
-    assert DASHBOARD["id"] is None, "id must be null so Grafana assigns its own"
-    assert DASHBOARD["title"]
-    assert isinstance(DASHBOARD["schemaVersion"], int) and DASHBOARD["schemaVersion"] >= 39
+    assert sorted(p.name for p in DASHBOARDS_DIR.glob("*.json")) == sorted(
+        [DASHBOARD_PATH.name, JOB_DASHBOARD_PATH.name]
+    )
+    assert (DASHBOARD["uid"], JOB_DASHBOARD["uid"]) == (UID, JOB_UID)
+    for board in BOARDS.values():
+        assert board["id"] is None, "id must be null so Grafana assigns its own"
+        assert board["title"]
+        assert isinstance(board["schemaVersion"], int) and board["schemaVersion"] >= 39
 
 
 def test_no_import_placeholders() -> None:
     """`__inputs`/`__requires` only work through the Import screen; provisioning can't."""
-    assert "__inputs" not in DASHBOARD and "__requires" not in DASHBOARD
-    assert "${DS_" not in DASHBOARD_PATH.read_text(encoding="utf-8")
+    for path, board in ((DASHBOARD_PATH, DASHBOARD), (JOB_DASHBOARD_PATH, JOB_DASHBOARD)):
+        assert "__inputs" not in board and "__requires" not in board
+        assert "${DS_" not in path.read_text(encoding="utf-8")
 
 
 def test_dashboard_is_not_editable() -> None:
     """Linter rule uneditable-dashboard: provisioned dashboards are changed in git."""
-    assert DASHBOARD["editable"] is False
+    assert all(board["editable"] is False for board in BOARDS.values())
 
 
-def test_builder_output_is_committed() -> None:
-    spec = importlib.util.spec_from_file_location("build_dashboard", BUILDER_PATH)
+def mixin_render() -> Any:
+    spec = importlib.util.spec_from_file_location("mixin_render", MIXIN / "render.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.render() == DASHBOARD_PATH.read_text(encoding="utf-8"), (
-        "grafana/dashboards/jobstore-exporter.json is out of date: "
-        "run python grafana/build_dashboard.py"
-    )
+    return module
+
+
+def test_dashboards_are_the_mixin_rendered_with_defaults() -> None:
+    render = mixin_render()
+    try:
+        boards = render.dashboards()
+    except render.JsonnetMissing as exc:
+        unavailable(str(exc))
+    for name, text in boards.items():
+        assert (DASHBOARDS_DIR / name).read_text(encoding="utf-8") == text, (
+            f"grafana/dashboards/{name} is out of date: run python mixin/render.py"
+        )
+
+
+def test_the_two_dashboards_link_to_each_other() -> None:
+    """Per-job tables of the overview open the drill-down on their job; each dashboard links to
+    the other; runbook links lead to a section of docs/runbook.md."""
+    assert [link["url"] for link in DASHBOARD["links"]] == [f"/d/{JOB_UID}"]
+    assert [link["url"] for link in JOB_DASHBOARD["links"]] == [f"/d/{UID}"]
+    runbook = (ROOT / "docs" / "runbook.md").read_text(encoding="utf-8")
+    per_job_tables = 0
+    for panel in QUERY_PANELS:
+        links = panel["fieldConfig"]["defaults"].get("links", [])
+        for link in links:
+            if "#" in link["url"] and "runbook" in link["url"]:
+                anchor = link["url"].split("#", 1)[1]
+                assert re.search(rf"^## {anchor}$", runbook, re.M | re.I), link["url"]
+        if BOARD_OF[id(panel)] == "overview" and panel["type"] == "table":
+            columns = set(panel["transformations"][-1]["options"]["renameByName"].values())
+            if "Job ID" in columns:
+                per_job_tables += 1
+                urls = [link["url"] for link in links]
+                assert any(u.startswith(f"/d/{JOB_UID}?") and "var-job_id=" in u for u in urls)
+    assert per_job_tables >= 3
+
+
+def test_colours_are_the_alert_thresholds() -> None:
+    """The backup-age panels turn red where APSchedulerBackupMissing fires, and the heartbeat
+    age where APSchedulerSchedulerDown does: both come from the mixin's one config."""
+    rules = yaml.safe_load(ALERTS_PATH.read_text(encoding="utf-8"))["groups"]
+    exprs = {(r["alert"], r["labels"].get("check")): r["expr"] for g in rules for r in g["rules"]}
+
+    def threshold(key: tuple[str, str]) -> float:
+        found = re.search(r"> (\d+)\s*$", exprs[key].split("\n")[0])
+        assert found, exprs[key]
+        return float(found.group(1))
+
+    def red(title: str) -> float:
+        (panel,) = [p for p in QUERY_PANELS if p.get("title") == title]
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        return float(next(s["value"] for s in steps if s["color"] == "red"))
+
+    backup = threshold(("APSchedulerBackupMissing", "last_success"))
+    assert red("Since last successful backup") == red("Backup age") == backup
+    assert red("Heartbeat age") == threshold(("APSchedulerSchedulerDown", "heartbeat"))
 
 
 # --- template variables ---------------------------------------------------------------------
@@ -418,26 +500,33 @@ def test_datasource_variable() -> None:
     assert list(VARIABLES)[0] == "datasource", "datasource must come first"
 
 
-@pytest.mark.parametrize("name", CHAIN)
-def test_query_variable(name: str) -> None:
-    """Linter rules template-job/instance and template-on-time-change-reload."""
-    var = VARIABLES.get(name)
+@pytest.mark.parametrize(("board", "name"), [(b, n) for b, chain in CHAINS.items() for n in chain])
+def test_query_variable(board: str, name: str) -> None:
+    """Linter rules template-job/instance and template-on-time-change-reload; the drill-down's
+    job is one job (a 10k-job store makes no usable multi-select)."""
+    var = variables_of(BOARDS[board]).get(name)
     assert var is not None, f"missing the {name} variable"
     assert var["type"] == "query"
     assert var["datasource"] == DS
     assert var["refresh"] == 2, "reload on time range change"
-    assert var["multi"] is True and var["includeAll"] is True
-    assert var["allValue"] == ".+"
+    if name == "job_id":
+        assert var["multi"] is False and var["includeAll"] is False
+    else:
+        assert var["multi"] is True and var["includeAll"] is True
+        assert var["allValue"] == ".+"
     if name in ("job", "instance"):
         assert var["label"] == name.title()
 
 
-def test_query_variables_are_chained() -> None:
-    names = [n for n in VARIABLES if n != "datasource"]
-    assert names == CHAIN, "variables in chain order: job, instance, jobstore, job_id"
+@pytest.mark.parametrize("board", CHAINS)
+def test_query_variables_are_chained(board: str) -> None:
+    variables = variables_of(BOARDS[board])
+    chain = CHAINS[board]
+    names = [n for n in variables if n != "datasource"]
+    assert names == chain, "variables in chain order: job, instance, jobstore, job_id"
     known = families()
-    for position, name in enumerate(CHAIN):
-        var = VARIABLES[name]
+    for position, name in enumerate(chain):
+        var = variables[name]
         m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["query"])
         assert m, f"{name}: expected label_values(selector, label), got {var['query']!r}"
         assert m.group(2) == name
@@ -452,34 +541,38 @@ def test_query_variables_are_chained() -> None:
             assert filters.get(earlier) == ("=~", f"${earlier}"), (
                 f'{name} must be filtered by {earlier}=~"${earlier}"'
             )
-    assert VARIABLES["job"]["query"] == "label_values(apscheduler_up, job)"
+    assert variables["job"]["query"] == "label_values(apscheduler_up, job)"
 
 
-def test_every_variable_is_used() -> None:
-    exprs = " ".join(t["expr"] for _, t in TARGETS)
-    for name in CHAIN:
+@pytest.mark.parametrize("board", CHAINS)
+def test_every_variable_is_used(board: str) -> None:
+    exprs = " ".join(t["expr"] for p, t in TARGETS if BOARD_OF[id(p)] == board)
+    for name in CHAINS[board]:
         assert f"${name}" in exprs, f"variable {name} is never used"
 
 
 @pytest.mark.parametrize("item", TARGETS, ids=target_id)
 def test_queries_reference_defined_variables(item: tuple[dict, dict]) -> None:
-    _, target = item
+    panel, target = item
+    variables = variables_of(BOARDS[BOARD_OF[id(panel)]])
     for name in re.findall(r"\$\{?(\w+)", target["expr"]):
-        assert name in VARIABLES or name in GRAFANA_GLOBALS, f"unknown variable ${name}"
+        assert name in variables or name in GRAFANA_GLOBALS, f"unknown variable ${name}"
 
 
 # --- panels ---------------------------------------------------------------------------------
 
 
-def test_panel_ids_are_unique() -> None:
-    ids = [p.get("id") for p in PANELS]
+@pytest.mark.parametrize("board", BOARDS)
+def test_panel_ids_are_unique(board: str) -> None:
+    ids = [p.get("id") for p in all_panels(BOARDS[board])]
     assert all(isinstance(i, int) for i in ids)
     assert len(ids) == len(set(ids))
 
 
-def test_grid_positions_do_not_overlap() -> None:
+@pytest.mark.parametrize("board", BOARDS)
+def test_grid_positions_do_not_overlap(board: str) -> None:
     cells: dict[tuple[int, int], str] = {}
-    for panel in DASHBOARD["panels"]:
+    for panel in BOARDS[board]["panels"]:
         pos = panel["gridPos"]
         assert pos["x"] + pos["w"] <= 24, f"{panel_id(panel)} is wider than the grid"
         if panel["type"] == "row":
@@ -490,9 +583,10 @@ def test_grid_positions_do_not_overlap() -> None:
                 assert other == panel_id(panel), f"{panel_id(panel)} overlaps {other}"
 
 
-def test_rows_group_the_panels() -> None:
-    rows = [p for p in DASHBOARD["panels"] if p["type"] == "row"]
-    assert DASHBOARD["panels"][0]["type"] == "row"
+@pytest.mark.parametrize("board", BOARDS)
+def test_rows_group_the_panels(board: str) -> None:
+    rows = [p for p in BOARDS[board]["panels"] if p["type"] == "row"]
+    assert BOARDS[board]["panels"][0]["type"] == "row"
     assert all(r["title"] for r in rows)
     assert len({r["title"] for r in rows}) == len(rows)
 
@@ -577,7 +671,7 @@ def test_query_parses(item: tuple[dict, dict]) -> None:
 def test_query_uses_contract_metrics_and_labels(item: tuple[dict, dict]) -> None:
     known = families()
     query = query_of(item[1]["expr"])
-    available = set(query.created_labels) | TARGET_LABELS
+    available = set(query.created_labels) | TARGET_LABELS | APP_LABELS
     for selector in query.selectors:
         family = family_of(selector.name, known)
         assert family, f"{selector.name} is not a metric of the contract"
@@ -593,13 +687,17 @@ def test_query_uses_contract_metrics_and_labels(item: tuple[dict, dict]) -> None
 
 @pytest.mark.parametrize("item", TARGETS, ids=target_id)
 def test_selectors_filter_by_variables(item: tuple[dict, dict]) -> None:
-    """Linter rules target-job and target-instance; jobstore and job_id where labelled."""
+    """Linter rules target-job and target-instance; jobstore and (on the drill-down) job_id
+    where labelled."""
     known = families()
     query = query_of(item[1]["expr"])
+    chain = CHAINS[BOARD_OF[id(item[0])]]
     for selector in query.selectors:
         family = family_of(selector.name, known)
         assert family
-        needed = ["job", "instance"] + [v for v in ("jobstore", "job_id") if v in family.labels]
+        needed = ["job", "instance"] + [
+            v for v in ("jobstore", "job_id") if v in family.labels and v in chain
+        ]
         filters = query.matchers(selector)
         for name in needed:
             assert filters.get(name) == ("=~", f"${name}"), (
@@ -646,11 +744,12 @@ def test_histogram_quantiles(item: tuple[dict, dict]) -> None:
 def test_timestamps_are_shown_as_dates_or_ages(item: tuple[dict, dict]) -> None:
     """Unix seconds become dates (x 1000, date unit or time column) or ages (time() - x, s)."""
     panel, target = item
-    expr = target["expr"]
+    # What follows `and on (...)` only selects rows (the worst N jobs), it shows no value.
+    expr = target["expr"].split(" and on (", 1)[0]
     if not any(s.name.endswith("_timestamp_seconds") for s in query_of(expr).selectors):
         return
     unit = panel["fieldConfig"]["defaults"]["unit"]
-    if expr.startswith("time() - "):
+    if re.match(r"^((topk|bottomk)\(\d+, )?time\(\) - ", expr):
         assert unit == "s"
         return
     assert re.search(r"\* 1000\b", expr), "timestamps in ms for Grafana: multiply by 1000"
@@ -698,8 +797,9 @@ def assert_valid(validator: Any, instance: Any, what: str) -> None:
     assert not errors, f"{what} is not valid:\n" + "\n".join(errors)
 
 
-def test_dashboard_matches_grafana_schema() -> None:
-    assert_valid(schema_validator("dashboard"), DASHBOARD, "the dashboard")
+@pytest.mark.parametrize("board", BOARDS)
+def test_dashboard_matches_grafana_schema(board: str) -> None:
+    assert_valid(schema_validator("dashboard"), BOARDS[board], f"the {board} dashboard")
 
 
 @pytest.mark.parametrize("panel", QUERY_PANELS, ids=panel_id)
@@ -777,6 +877,8 @@ SAMPLES: list[tuple[str, dict[str, str], str]] = [
     ("apscheduler_job_next_run_delta_seconds", CLEANUP, "-100"),
     ("apscheduler_job_misfire_grace_seconds", CLEANUP, "60"),
     ("apscheduler_jobs_overdue", {}, "1"),
+    ("apscheduler_job_overdue_seconds", CLEANUP, "100"),
+    ("apscheduler_backup_info", BACKUP, "1"),
     ("apscheduler_history_up", {}, "1"),
     ("apscheduler_job_runs_total", {**BACKUP, "status": "success"}, "0+1x200"),
     ("apscheduler_job_runs_total", {**CLEANUP, "status": "success"}, "0+1x200"),
@@ -816,6 +918,7 @@ SAMPLES: list[tuple[str, dict[str, str], str]] = [
     ("jobstore_exporter_poll_duration_seconds", {"source": "jobs"}, "0.01"),
     ("jobstore_exporter_last_poll_success_timestamp_seconds", {"source": "jobs"}, "1795"),
     ("jobstore_exporter_poll_errors_total", {"source": "history"}, "0+1x200"),
+    ("jobstore_exporter_source_up", {"source": "jobs"}, "1"),
     ("jobstore_exporter_undecodable_jobs", {}, "0"),
 ]  # fmt: skip
 BUILD_INFO = {"version": "0.1.0", "python_version": "3.11.7", "apscheduler_version": "3.10.4",
@@ -915,7 +1018,8 @@ def test_dashboard_provider_points_at_the_dashboards_folder() -> None:
 
 def test_docs_describe_rows_and_variables() -> None:
     docs = DOCS_PATH.read_text(encoding="utf-8")
-    for row in (p for p in DASHBOARD["panels"] if p["type"] == "row"):
-        assert row["title"] in docs, f"docs/dashboard.md does not describe row {row['title']}"
-    for name in VARIABLES:
-        assert f"`{name}`" in docs, f"docs/dashboard.md does not describe variable {name}"
+    for board in BOARDS.values():
+        for row in (p for p in board["panels"] if p["type"] == "row"):
+            assert row["title"] in docs, f"docs/dashboard.md does not describe row {row['title']}"
+        for name in variables_of(board):
+            assert f"`{name}`" in docs, f"docs/dashboard.md does not describe variable {name}"
