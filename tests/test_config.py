@@ -166,4 +166,4 @@ def test_help_shows_the_defaults() -> None:
     )  # fmt: skip
     assert proc.returncode == 0
     assert "Seconds between polls (default 15)." in proc.stdout
-    assert "HOST:PORT (default 0.0.0.0:9814)." in proc.stdout
+    assert "Where to listen (default 0.0.0.0:9814)." in proc.stdout
