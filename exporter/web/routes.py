@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -32,6 +31,7 @@ from exporter.status import (
 )
 from exporter.web import jobmodel
 from exporter.web.backups import recent_files
+from exporter.web.listing import PER_PAGE, paginate
 from exporter.web.paths import runs_api_path
 from exporter.web.render import render, when
 from exporter.web.runs import (
@@ -46,7 +46,6 @@ from exporter.web.runs import (
 
 log = logging.getLogger(__name__)
 
-PER_PAGE = 50
 MAX_PER_PAGE = 500
 STRIP_RUNS = 20
 FAILURES_SHOWN = 50
@@ -260,20 +259,17 @@ class Pages:
         options, now = self.options(), self.clock()
         try:
             store, snapshot, job = self._find(request)
-            data = await self.reader.job_data(store, job.id, jobmodel.TIMELINE_RUNS)
         except PageError as exc:
             return self._error_page(exc, options)
-        except PageQueryError as exc:  # Busy, or the job table itself not readable
-            return self._error_page(PageError(503, str(exc)), options)
         hide = options.hide_run_errors
         running = next((r for r in snapshot.history or () if r.job_id == job.id), None)
-        next_page = None
-        if data.recent.next_before is not None:
-            query = urlencode({"limit": DEFAULT_LIMIT, "before": data.recent.next_before})
-            next_page = f"{runs_api_path(store.name, job.id)}?{query}"
 
-        def html() -> bytes:
+        def html(data: JobData) -> bytes:
             model = self._job_model(store, snapshot, job, data, now)
+            next_page = None
+            if data.recent.next_before is not None:
+                query = urlencode({"limit": DEFAULT_LIMIT, "before": data.recent.next_before})
+                next_page = f"{runs_api_path(store.name, job.id)}?{query}"
             return _page(
                 "job.html",
                 options,
@@ -290,26 +286,29 @@ class Pages:
             )
 
         try:
-            body = await self._work(html)
-        except Busy as exc:
+            body = await self.reader.job_data(store, job.id, jobmodel.TIMELINE_RUNS, html)
+        except PageQueryError as exc:  # Busy, or the job table itself not readable
             return self._error_page(PageError(503, str(exc)), options)
         return respond(body, HTML)
 
     async def job_api(self, request: web.Request) -> web.Response:
         now = self.clock()
-        try:
-            store, snapshot, job = self._find(request)
-            data = await self.reader.job_data(store, job.id, jobmodel.TIMELINE_RUNS)
+
+        def model(data: JobData) -> dict[str, Any]:
             if data.history_error is not None:
                 raise PageQueryError(data.history_error)
-            model = await self._work(lambda: self._job_model(store, snapshot, job, data, now))
+            return self._job_model(store, snapshot, job, data, now)
+
+        try:
+            store, snapshot, job = self._find(request)
+            result = await self.reader.job_data(store, job.id, jobmodel.TIMELINE_RUNS, model)
         except PageError as exc:
             return _json_error(exc.status, exc.message)
         except Busy as exc:
             return _json_error(503, str(exc))
         except PageQueryError as exc:
             return _json_error(502, f"history not readable: {exc}")
-        return respond(render_json({**model, **when_now(now)}), JSON)
+        return respond(render_json({**result, **when_now(now)}), JSON)
 
     async def runs_api(self, request: web.Request) -> web.Response:
         try:
@@ -382,39 +381,3 @@ def _page(
 def _large(current: Sequence[StoreSnapshot]) -> bool:
     """Large stores render in a worker thread, in turn (like ``/metrics``); small ones inline."""
     return sum(len(snapshot.jobs) for snapshot in current) > THREAD_ABOVE_JOBS
-
-
-def paginate(
-    jobs: Sequence[JobView], query: str, page: int, per_page: int, jobstore: str
-) -> tuple[Sequence[JobView], dict[str, Any]]:
-    """The jobs matching ``query`` (case-insensitive, in id or name) on ``page``; and the pager:
-    counts and the links to the neighbouring pages (which keep the filter)."""
-    needle = query.casefold()
-    matching = (
-        [job for job in jobs if needle in job.id.casefold() or needle in job.name.casefold()]
-        if needle
-        else jobs
-    )
-    pages = max(1, math.ceil(len(matching) / per_page))
-    page = min(page, pages)
-    start = (page - 1) * per_page
-    visible = matching[start : start + per_page]
-
-    def link(number: int) -> str:
-        params: dict[str, Any] = {"page": number}
-        if query:
-            params["q"] = query
-        if per_page != PER_PAGE:
-            params["per_page"] = per_page
-        return f"/?{urlencode(params)}#store-{quote(jobstore, safe='')}"
-
-    return visible, {
-        "filter": query,
-        "page": page,
-        "pages": pages,
-        "matching": len(matching),
-        "first": start + 1 if visible else 0,
-        "last": start + len(visible),
-        "previous": link(page - 1) if page > 1 else None,
-        "next": link(page + 1) if page < pages else None,
-    }

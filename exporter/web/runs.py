@@ -32,6 +32,7 @@ from exporter.db import describe_error, qualified_table, reader_engine
 from exporter.tables import as_utc
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 MAX_CONCURRENT = 1
 """Page work under way at once, across all stores (the poller has its own engine)."""
@@ -266,10 +267,41 @@ class RunReader:
             raise
         except Exception as exc:  # noqa: BLE001 - any database failure becomes one line
             raise PageQueryError(describe_error(exc, store.display_url, store.secrets)) from None
+        self._remember(full, value)
+        return value
+
+    async def read_then(
+        self,
+        store: StoreConfig,
+        key: tuple[Any, ...],
+        work: Callable[[], T],
+        then: Callable[[T], R],
+    ) -> R:
+        """Like :meth:`call`, then ``then(value)`` in the same turn: a page reads and renders
+        in one turn, so it waits for one rest, not one between its read and its render."""
+        full = (store.name, *key)
+        hit = self._cache.get(full)
+        if hit is not None and hit[0] > self._clock():
+            self._cache.move_to_end(full)
+            cached: T = hit[1]
+            return await self.turn(lambda: then(cached), store.statement_timeout)
+
+        def both() -> tuple[T, R]:
+            try:
+                value = work()
+            except Exception as exc:  # noqa: BLE001 - any database failure becomes one line
+                message = describe_error(exc, store.display_url, store.secrets)
+                raise PageQueryError(message) from None
+            return value, then(value)
+
+        value, result = await self.turn(both, store.statement_timeout)
+        self._remember(full, value)
+        return result
+
+    def _remember(self, full: tuple[Any, ...], value: Any) -> None:
         self._cache[full] = (self._clock() + self._cache_seconds, value)
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
-        return value
 
     async def turn(self, work: Callable[[], T], wait: float) -> T:
         """``work()`` in a worker thread when its turn comes (see the module's docstring);
@@ -295,10 +327,13 @@ class RunReader:
             store, ("runs", job_id, limit, before), lambda: queries.runs(job_id, limit, before)
         )
 
-    async def job_data(self, store: StoreConfig, job_id: str, recent: int) -> JobData:
+    async def job_data(
+        self, store: StoreConfig, job_id: str, recent: int, then: Callable[[JobData], R]
+    ) -> R:
+        """What a job page reads (cached), and ``then`` of it, in one turn."""
         queries = self.queries(store)
-        return await self.call(
-            store, ("job", job_id, recent), lambda: queries.job_data(job_id, recent)
+        return await self.read_then(
+            store, ("job", job_id, recent), lambda: queries.job_data(job_id, recent), then
         )
 
     async def latest(
