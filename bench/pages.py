@@ -7,10 +7,14 @@ kit's `(job_id, id)` index. Then `python -m exporter serve` as a subprocess and,
 
 1. job page (`/jobs/default/job_K`) and runs API (`?limit=50`, and `?limit=50&before=N/2`, a
    page from the middle of the table) latency, each request for another job so the 3 s answer
-   cache never serves it (the cost of a real query);
+   cache never serves it (the cost of a real query), 0.25 s apart (the pages' rest after a
+   turn would otherwise be counted in the next request);
 2. `/metrics` latency, one client in a loop, for S seconds; then again while a separate process
    runs 5 clients loading job pages of random jobs back to back. The page loads are bounded by
    the exporter (2 page queries at once, the rest wait or get 503), which is what is measured.
+
+Before those, the status page at 10,000 jobs (bench/stores.py): the server-side time of the
+model, page 1 of the job list and the template, the run-strip query, and the body's size.
 
     python -m bench.pages [--sizes 1e5,1e6] [--seconds 8] [--postgres URL|'']
 """
@@ -127,8 +131,11 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def timed(client: Client, paths: list[str]) -> dict[str, float]:
+    """Latency of each path on an otherwise idle exporter: a pause after each request lets the
+    previous one's rest (see exporter/web/runs.py) pass, as between a person's clicks."""
     times = []
     for path in paths:
+        time.sleep(0.25)
         status, ms = client.get(path)
         assert status == 200, (path, status)
         times.append(ms)
@@ -249,9 +256,63 @@ def print_row(r: dict[str, Any]) -> None:
     )
 
 
+def status_page(url: str, jobs: int = 10_000, rounds: int = 15) -> dict[str, Any]:
+    """Server-side cost of the status page's first page at ``jobs`` jobs (bench/stores.py):
+    the model from the snapshot, one page of 50 jobs with the filter and pager, the template;
+    and separately the run-strip query of those 50 jobs. Median of ``rounds``."""
+    from bench.stores import build_store
+    from exporter.config import load_config
+    from exporter.poller import StorePoller
+    from exporter.status import StatusOptions, build_status, render_html
+    from exporter.web.listing import paginate
+    from exporter.web.routes import STRIP_RUNS
+    from exporter.web.runs import StoreQueries
+
+    build_store(url, jobs)
+    store = load_config(db_url=url).stores[0]
+    poller = StorePoller(store)
+    snapshot = poller.poll()
+    poller.close()
+    options = StatusOptions()
+    pages: dict[str, Any] = {}
+
+    def select(item: Any) -> Any:
+        visible, pages[item.jobstore] = paginate(item.jobs, "", 1, 50, item.jobstore)
+        return visible
+
+    renders, strips, size = [], [], 0
+    queries = StoreQueries(store)
+    for _ in range(rounds):
+        started = time.perf_counter()
+        model = build_status([snapshot], time.time(), options, select)
+        view = {"filter": "", "pages": pages, "strips": {}, "strip_runs": STRIP_RUNS,
+                "backups": {}, "failures_shown": 50}  # fmt: skip
+        body = render_html(model, view).encode()
+        renders.append(time.perf_counter() - started)
+        size = len(body)
+        ids = [job["job_id"] for job in model["jobstores"][0]["jobs"]]
+        started = time.perf_counter()
+        queries.latest(ids, STRIP_RUNS)
+        strips.append(time.perf_counter() - started)
+    queries.close()
+    result = {
+        "jobs": jobs,
+        "render_ms": round(statistics.median(renders) * 1000, 1),
+        "strip_query_ms": round(statistics.median(strips) * 1000, 1),
+        "body_kb": round(size / 1024, 1),
+    }
+    print(
+        f"status page at {jobs:,} jobs: model + page 1 + template {result['render_ms']} ms, "
+        f"run strips of 50 jobs {result['strip_query_ms']} ms, {result['body_kb']} KB",
+        flush=True,
+    )
+    return result
+
+
 def run(sizes: list[int], postgres: str | None, seconds: float) -> list[dict[str, Any]]:
     results = []
     with tempfile.TemporaryDirectory(prefix="jse-pages-") as tmp:
+        results.append({"status_page": status_page(f"sqlite:///{tmp}/status.sqlite")})
         for size in sizes:
             results.append(measure("sqlite", f"sqlite:///{tmp}/pages_{size}.sqlite", size, seconds))
     if postgres:

@@ -7,8 +7,10 @@ rows written (statistics by nearest rank, as `history --stats` computes them).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +25,7 @@ from support import Database
 from test_status_page import browse, picture
 
 from exporter.config import load_config
+from exporter.web.runs import Busy, RunReader
 
 SYNC = {
     "func": "sample_jobs:noop",
@@ -363,3 +366,23 @@ async def test_a_link_built_by_an_alert_template_finds_the_job(sqlite_db: Databa
         assert code == 200 and "Nightly" in Page(text).words()
         code, _, text = await app.get("/jobs/default/a+b")  # a real "+" still wins
         assert code == 200 and "Plus" in Page(text).words()
+
+
+async def test_page_work_takes_turns_and_a_crowd_is_told_to_retry() -> None:
+    """One page's work at a time; a request that cannot get a turn in time gets Busy (503)."""
+    reader = RunReader()
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(10)
+        return "first"
+
+    first = asyncio.create_task(reader.turn(slow, 10))
+    assert await asyncio.to_thread(started.wait, 10)
+    with pytest.raises(Busy, match="too many page loads at once"):
+        await reader.turn(lambda: "second", 0.2)
+    release.set()
+    assert await first == "first"
+    assert await reader.turn(lambda: "third", 10) == "third"  # after the first one's rest
+    reader.close()
