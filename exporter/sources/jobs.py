@@ -21,15 +21,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from apscheduler.triggers.combining import AndTrigger, OrTrigger
 
 from exporter.config import StoreConfig
 from exporter.db import qualified_table
 from exporter.decode import MAX_JOB_STATE_BYTES, UndecodableJob, decode_job_state
-from exporter.schedule import describe, previous_fire_time, trigger_kind
+from exporter.fire_times import next_fire_time, previous_fire_time, trigger_kind
+from exporter.schedule import describe
 from exporter.snapshot import JobView
 from exporter.text import capped, decode_id, encodable
-from exporter.walk_budget import ROW_BUDGET, WalkBudgetExceeded, charge, walk_budget
+from exporter.walk_budget import ROW_BUDGET, WalkBudgetExceeded, walk_budget
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def _previous_fire(trigger: Any, now: float) -> tuple[float | None, float]:
     moment = datetime.fromtimestamp(now, UTC)
     try:
         previous = previous_fire_time(trigger, moment)
-        following = _bounded_next(trigger, moment + timedelta(microseconds=1))
+        following = next_fire_time(trigger, moment + timedelta(microseconds=1))
     except WalkBudgetExceeded:
         raise
     except Exception:  # noqa: BLE001 - a decoded trigger with odd state must not stop the poll
@@ -291,40 +291,6 @@ def _previous_fire(trigger: Any, now: float) -> tuple[float | None, float]:
     if until <= now:
         until = math.inf
     return (previous.timestamp() if previous is not None else None), until
-
-
-_AND_ROUNDS = 1000
-
-
-def _bounded_next(trigger: Any, now: datetime) -> datetime | None:
-    """The next fire time at or after ``now``, never looping forever.
-
-    APScheduler's ``AndTrigger.get_next_fire_time`` loops until its children agree; two interval
-    triggers that never coincide make it spin for ever, which would wedge the poll thread on one
-    crafted (or merely unlucky) row. Combinators are walked here with a bound; leaves are asked
-    directly. Past the bound the answer is "no known next time" (None).
-    """
-    charge()
-    if isinstance(trigger, AndTrigger):
-        for _ in range(_AND_ROUNDS):
-            charge()
-            times = [_bounded_next(child, now) for child in trigger.triggers]
-            if any(moment is None for moment in times):
-                return None
-            known = [t for t in times if t is not None]
-            latest = max(known, key=lambda moment: moment.timestamp())
-            # Instants, not datetimes: aware datetimes of different zones never compare equal
-            # inside a repeated fall-back hour.
-            if len({moment.timestamp() for moment in known}) == 1:
-                return latest
-            now = latest
-        return None
-    if isinstance(trigger, OrTrigger):
-        times = [_bounded_next(child, now) for child in trigger.triggers]
-        known = [moment for moment in times if moment is not None]
-        return min(known) if known else None
-    result: datetime | None = trigger.get_next_fire_time(None, now)
-    return result
 
 
 def _as_float(value: Any) -> float | None:

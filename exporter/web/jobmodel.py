@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from exporter.decode import DecodedJob
+from exporter.fire_times import next_fire_time
 from exporter.history_report import percentile
 from exporter.snapshot import JobRuns, JobView
-from exporter.sources.jobs import _bounded_next
 from exporter.walk_budget import ROW_BUDGET, walk_budget
 from exporter.web.runs import Run
 
@@ -44,7 +44,7 @@ def next_fire_times(trigger: Any, now: float, count: int = NEXT_FIRE_TIMES) -> l
     with walk_budget(ROW_BUDGET):  # a trigger too costly to walk ends the list early
         for _ in range(count):
             try:
-                following = _bounded_next(trigger, moment)
+                following = next_fire_time(trigger, moment)
             except Exception:  # noqa: BLE001 - an odd or too costly trigger must not break the page
                 break
             if following is None or (result and following.timestamp() <= result[-1]):
