@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -109,16 +110,29 @@ def _wait_ready(proc: subprocess.Popen[str], url: str, what: str, log: Path) -> 
 
 
 @contextlib.contextmanager
-def exporter(db_url: str, backup_dir: Path, log: Path) -> Iterator[str]:
-    """`python -m exporter serve` on a loopback port, polling every 0.5 s; yields host:port."""
+def exporter(
+    db_url: str,
+    backup_dir: Path | None,
+    log: Path,
+    *,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    poll: float = 0.5,
+) -> Iterator[str]:
+    """`python -m exporter serve` on a loopback port, polling every `poll` seconds, with more
+    flags in `args` and settings in `env` (JOBSTORE_EXPORTER_*); yields host:port."""
     address = f"127.0.0.1:{free_port()}"
     command = [
         sys.executable, "-m", "exporter", "serve", "--db-url", db_url,
-        "--backup-dir", str(backup_dir), "--poll-interval", "0.5",
-        "--listen-address", address,
+        "--poll-interval", str(poll), "--listen-address", address, *args,
     ]  # fmt: skip
+    if backup_dir is not None:
+        command += ["--backup-dir", str(backup_dir)]
+    environment = {**os.environ, **(env or {})}
     with log.open("w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, text=True, env=environment
+        )
     try:
         _wait_ready(proc, f"http://{address}/readyz", "the exporter", log)
         yield address
@@ -131,9 +145,16 @@ def prometheus_binary() -> str | None:
 
 
 @contextlib.contextmanager
-def prometheus(binary: str, target: str, rules: Path, workdir: Path) -> Iterator[Prometheus]:
-    """Prometheus scraping `target` as job `jobstore-exporter` every second, evaluating `rules`
-    every second, with its storage under `workdir`."""
+def prometheus(
+    binary: str,
+    target: str | dict[str, tuple[list[str], str]],
+    rules: Path,
+    workdir: Path,
+) -> Iterator[Prometheus]:
+    """Prometheus scraping `target` as job `jobstore-exporter` every second (or, given a dict,
+    each scrape job name's targets at its interval), evaluating `rules` every second, with its
+    storage under `workdir`."""
+    jobs = {"jobstore-exporter": ([target], "1s")} if isinstance(target, str) else target
     config = workdir / "prometheus.yml"
     config.write_text(
         yaml.safe_dump(
@@ -142,12 +163,13 @@ def prometheus(binary: str, target: str, rules: Path, workdir: Path) -> Iterator
                 "rule_files": [str(rules)],
                 "scrape_configs": [
                     {
-                        # alerts.yml's JobstoreExporterDown expects a job matching .*jobstore.*
-                        "job_name": "jobstore-exporter",
-                        "scrape_interval": "1s",
-                        "scrape_timeout": "1s",
-                        "static_configs": [{"targets": [target]}],
+                        # The rules select the scrape job jobstore-exporter by default.
+                        "job_name": name,
+                        "scrape_interval": interval,
+                        "scrape_timeout": interval,
+                        "static_configs": [{"targets": targets}],
                     }
+                    for name, (targets, interval) in jobs.items()
                 ],
             }
         )

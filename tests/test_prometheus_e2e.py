@@ -8,7 +8,12 @@ subprocess (polling every 0.5 s), which a real Prometheus scrapes every second w
 1. every query of the Grafana dashboard (and of its variables) answers without error, and with
    data, except the ones that are empty by design in a healthy system (EMPTY_WHEN_HEALTHY);
 2. a backup into an unusable directory fires APSchedulerBackupFailed, the next good one clears it;
-3. a healthy setup fires nothing.
+3. a healthy setup fires nothing;
+4. with a second Prometheus over a fleet (two exporter replicas on one database, an exporter
+   whose heartbeat source breaks, a stalled 10,000-job store): no overview query returns more
+   than 50 series, replicas count once, the past-due panel shows the stalled store's jobs but
+   never a job that fires every second, and a broken heartbeat source is reported as such, not
+   as a dead scheduler.
 
 The test copy of the rules differs from alerts.yml only in `for:` (see RULE_FOR). Conditions
 that need a day of history cannot arise in a test that lasts seconds, so they are checked only
@@ -20,6 +25,7 @@ Prometheus missing: skipped locally, failed under CI=true (`need_server`).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import shutil
 import sqlite3
@@ -32,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -57,6 +64,7 @@ from prom_helpers import (
 )
 from support import need_server
 
+from bench.stores import build_store
 from exporter.kit import instrument, register_backup_job
 from exporter.kit.writer import create_kit_engine
 
@@ -64,6 +72,7 @@ pytestmark = pytest.mark.timeout(180)
 
 BACKUP = "database_backup"
 SCRAPE_JOB = "jobstore-exporter"
+ROOT = Path(__file__).resolve().parent.parent
 
 # The shipped `for:` durations (5 to 30 minutes) are longer than this whole test, so the copy
 # of the rules Prometheus loads has `for: 0s`: an alert fires at the first evaluation where its
@@ -477,3 +486,270 @@ def test_a_healthy_setup_fires_nothing(stack: Stack) -> None:
     # The scheduler did work meanwhile: this is a live system, not an idle one.
     assert (prom.value('sum(increase(apscheduler_job_runs_total{status="success"}[1m]))') or 0) > 3
     assert prom.value('apscheduler_job_running{job_id="hold"}') == 1
+
+
+# --- 4. replicas, a broken heartbeat source, a stalled 10k-job store ----------------------------
+#
+# A second Prometheus scrapes a fleet:
+# - `default`: one database with a live scheduler (a job every second), read by two exporter
+#   replicas;
+# - `solo`: the same database read by one more exporter whose heartbeat source breaks mid-test
+#   (its heartbeat table turns unreadable, as when the monitoring role loses SELECT);
+# - `big`: a 10,000-job store (tests' copy of bench.stores) whose scheduler has stalled: some
+#   fire times lie in the past and nothing advances them.
+# Its rules are the mixin's, rendered with every `for` at 0 s (but the failing-source one, 5 s)
+# and a 5 s heartbeat limit, so what would page within seconds does here.
+
+FLEET_CONFIG = """{
+  selector: 'job=~"jobstore-exporter|jobstore-big"',
+  grafanaUrl: '',
+  heartbeatMaxAgeSeconds: 5,
+  backupFailedFor: '0s', backupNoResultFor: '0s', backupExpectedRunFor: '5s',
+  backupDirFor: '0s', backupEmptyFileFor: '0s', jobOverdueFor: '0s', jobFailingFor: '0s',
+  jobFailingRatioFor: '0s', jobMissedRunsFor: '0s', jobExpectedRunFor: '5s', jobStuckFor: '0s',
+  schedulerDownFor: '0s', schedulerOverdueFor: '0s', schedulersDuplicateFor: '0s',
+  jobStoreDownFor: '0s', sourceDownFor: '5s', exporterDownFor: '0s', exporterAbsentFor: '0s',
+  undecodableFor: '0s',
+}"""
+BIG_JOBS = 10_000
+STALLED = 40  # jobs of `big` whose fire time passed 10 minutes ago
+MAX_SERIES = 50  # no overview query may return more, whatever the number of jobs
+
+
+def render_mixin() -> Any:
+    spec = importlib.util.spec_from_file_location("mixin_render", ROOT / "mixin" / "render.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class Fleet:
+    prom: Prometheus
+    db_path: Path
+    replicas: tuple[str, str]
+    solo: str
+    workdir: Path
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            parts.append(f"\n--- {path.name} (tail) ---\n{path.read_text()[-2000:]}")
+        return "".join(parts)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    binary = prometheus_binary()
+    if binary is None:
+        need_server("prometheus not installed (Debian package `prometheus`)")
+        raise AssertionError  # unreachable: need_server skips or fails
+    try:
+        render = render_mixin()
+        rules_text = render.alerts(FLEET_CONFIG)
+    except Exception as exc:  # jsonnet missing: the mixin cannot be rendered
+        need_server(f"cannot render the mixin: {exc}")
+        raise
+    workdir = tmp_path_factory.mktemp("prometheus-fleet")
+    rules = workdir / "fleet-alerts.yml"
+    rules.write_text(rules_text, encoding="utf-8")
+
+    big_url = f"sqlite:///{workdir / 'big.sqlite'}"
+    build_store(big_url, BIG_JOBS)
+    big = sa.create_engine(big_url)
+    with big.begin() as db:
+        ids = db.execute(
+            sa.text(
+                "SELECT id FROM apscheduler_jobs WHERE next_run_time IS NOT NULL ORDER BY id "
+                "LIMIT :n"
+            ),
+            {"n": STALLED},
+        ).scalars()
+        db.execute(
+            sa.text("UPDATE apscheduler_jobs SET next_run_time = :t WHERE id = :id"),
+            [{"t": time.time() - 600, "id": job_id} for job_id in list(ids)],
+        )
+    big.dispose()
+
+    db_path = workdir / "app.sqlite"
+    db_url = f"sqlite:///{db_path}"
+    engine = create_kit_engine(db_url, sqlite_wal=True)
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(engine=engine)}, timezone="UTC"
+    )
+    instrument(scheduler, engine, heartbeat_interval=0.5)
+    grace = {"misfire_grace_time": 30}
+    scheduler.add_job("sample_jobs:noop", IntervalTrigger(seconds=1), id="tick", **grace)
+    scheduler.add_job("time:sleep", IntervalTrigger(seconds=2), args=[0.2], id="work", **grace)
+    scheduler.start()
+    with contextlib.ExitStack() as processes:
+        try:
+            with engine.begin() as db:  # the solo exporter reads heartbeats through a view
+                wait_for(
+                    lambda: sa.inspect(engine).has_table("scheduler_heartbeat"),
+                    "the kit's heartbeat table",
+                )
+                db.execute(
+                    sa.text("CREATE VIEW solo_heartbeat AS SELECT * FROM scheduler_heartbeat")
+                )
+            a = processes.enter_context(exporter(db_url, None, workdir / "replica-a.log"))
+            # Polling every 2 s, this replica serves a fire time of tick that has passed for
+            # part of every poll interval: a scrape-time judgement would see tick past due.
+            b = processes.enter_context(exporter(db_url, None, workdir / "replica-b.log", poll=2))
+            solo = processes.enter_context(
+                exporter(
+                    db_url, None, workdir / "solo.log", args=("--jobstore", "solo"),
+                    env={
+                        "JOBSTORE_EXPORTER_HEARTBEAT_TABLE": "solo_heartbeat",
+                        "JOBSTORE_EXPORTER_HEARTBEAT_TIMEOUT": "2",
+                    },
+                )
+            )  # fmt: skip
+            s = processes.enter_context(
+                exporter(big_url, None, workdir / "big.log", args=("--jobstore", "big"), poll=5)
+            )
+            targets = {SCRAPE_JOB: ([a, b, solo], "1s"), "jobstore-big": ([s], "5s")}
+            prom = processes.enter_context(prometheus(binary, targets, rules, workdir))
+            result = Fleet(prom, db_path, (a, b), solo, workdir)
+            wait_for(
+                lambda: (
+                    prom.value("count(up == 1)") == 4
+                    and prom.value('count(apscheduler_up{jobstore="big"} == 1)') == 1
+                    and prom.value('max(apscheduler_scheduler_running{jobstore="solo"})') == 1
+                ),
+                "Prometheus to scrape the fleet",
+                timeout=90,
+                details=result.logs,
+            )
+            yield result
+        finally:
+            scheduler.shutdown(wait=True)
+            engine.dispose()
+            shutil.rmtree(workdir / "data", ignore_errors=True)
+
+
+def overview_selection(store: str = ".+") -> dict[str, str]:
+    return {"job": ".+", "instance": ".+", "jobstore": store}
+
+
+def overview_query(title: str, ref: str = "A") -> str:
+    (query,) = [q for q in dashboard_queries(dashboard()) if q.panel.endswith(f" {title} {ref}")]
+    return query.expr
+
+
+def test_no_overview_query_returns_more_than_50_series_at_10k_jobs(fleet: Fleet) -> None:
+    prom = fleet.prom
+    assert (prom.value('max(apscheduler_jobs{jobstore="big", state="active"})') or 0) > 1000
+    assert (prom.value('count(apscheduler_job_info{jobstore="big"})') or 0) == BIG_JOBS
+    assert not any(v["name"] == "job_id" for v in query_variables(dashboard()))
+    too_many = []
+    for query in dashboard_queries(dashboard()):
+        expr = substitute(query.expr, overview_selection())
+        result = prom.query(expr)
+        assert result.status == "success", (query.panel, result.error)
+        count = len(result.result) if result.result_type == "vector" else 1
+        if query.range:
+            ranged = prom.query_range(expr, seconds=30, step="5s")
+            assert ranged.status == "success", (query.panel, ranged.error)
+            count = max(count, len(ranged.result))
+        if count > MAX_SERIES:
+            too_many.append(f"{query.panel}: {count} series")
+    assert too_many == []
+
+
+def test_replicas_count_once(fleet: Fleet) -> None:
+    prom = fleet.prom
+    default = overview_selection("default")
+    wait_for(lambda: prom.value('count(apscheduler_up{jobstore="default"})') == 2, "2 replicas")
+    assert prom.value(substitute(overview_query("Jobs"), default)) == 2  # tick and work
+    assert prom.value(substitute(overview_query("Schedulers running"), default)) == 1
+    assert prom.value(substitute(overview_query("Runs in progress"), default)) is not None
+    # Alerts about stores carry no instance: two replicas never make two alerts.
+    for alert in prom.alerts():
+        if alert["labels"]["alertname"] != "JobstoreExporterDown":
+            assert "instance" not in alert["labels"], alert["labels"]
+
+
+def test_past_due_panel_shows_stalled_jobs_but_never_a_one_second_job(fleet: Fleet) -> None:
+    """Judged at poll time: the job that fires every second never shows between polls, though
+    its scrape-time delta dips below zero (what the panel used to read); the stalled store's
+    jobs do show."""
+    prom = fleet.prom
+    panel = substitute(overview_query("Past-due jobs"), overview_selection())
+    started = time.time()
+    wait_for(
+        lambda: (
+            (
+                prom.value(
+                    'min(min_over_time(apscheduler_job_next_run_delta_seconds{jobstore="default", '
+                    'job_id="tick"}[30s]))'
+                )
+                or 0
+            )
+            < 0
+        ),
+        "a scrape between a fire time of tick and the next poll",
+        timeout=60,
+    )
+    time.sleep(max(0.0, 10 - (time.time() - started)))
+    ranged = prom.query_range(panel, seconds=time.time() - started + 1)
+    assert ranged.status == "success", ranged.error
+    shown = {(s["metric"].get("jobstore"), s["metric"].get("job_id")) for s in ranged.result}
+    assert not [key for key in shown if key[0] == "default"], shown
+    now = prom.query(panel)
+    stalled = [s for s in now.result if s["metric"]["jobstore"] == "big"]
+    assert len(stalled) == 10  # the panel's top 10 of the 40 stalled jobs
+    assert all(570 <= float(s["value"][1]) <= 900 for s in stalled), stalled
+
+
+def test_broken_heartbeat_source_reports_the_source_not_a_dead_scheduler(fleet: Fleet) -> None:
+    prom = fleet.prom
+    engine = sa.create_engine(f"sqlite:///{fleet.db_path}")
+    try:
+        with engine.begin() as db:  # SELECT on the heartbeat table fails from now on
+            db.execute(sa.text("DROP VIEW solo_heartbeat"))
+            db.execute(sa.text("CREATE TABLE solo_heartbeat (unrelated INTEGER)"))
+    finally:
+        engine.dispose()
+    solo = '{jobstore="solo"}'
+    wait_for(
+        lambda: (
+            prom.value('max(jobstore_exporter_source_up{jobstore="solo", source="heartbeats"})')
+            == 0
+            and prom.value(f"max(apscheduler_scheduler_running{solo})") == 0
+            and (
+                prom.value(
+                    f"time() - max(apscheduler_scheduler_last_heartbeat_timestamp_seconds{solo})"
+                )
+                or 0
+            )
+            > 6
+        ),
+        "the solo exporter's heartbeat to age past the 5 s limit",
+        timeout=60,
+        details=fleet.logs,
+    )
+    source_down = ("JobstoreExporterSourceDown", "solo", "heartbeats")
+
+    def firing() -> set[tuple[str, str, str]]:
+        return {
+            (
+                a["labels"]["alertname"],
+                a["labels"].get("jobstore", ""),
+                a["labels"].get("source", ""),
+            )
+            for a in prom.alerts()
+            if a["state"] == "firing"
+        }
+
+    wait_for(lambda: source_down in firing(), "JobstoreExporterSourceDown", details=fleet.logs)
+    since = time.time()
+    wait_for(lambda: prom.evaluations_since(since), "rule evaluations after that")
+    down = prom.query_range(
+        'ALERTS{alertname="APSchedulerSchedulerDown", jobstore=~"solo|default"}',
+        seconds=time.time() - since + 5,
+    )
+    assert down.status == "success" and down.result == [], down.result
+    # The scheduler runs on, as its other readers see.
+    assert prom.value('max(apscheduler_scheduler_running{jobstore="default"})') == 1
