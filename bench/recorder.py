@@ -49,8 +49,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter.kit import instrument
+from exporter.kit.engine import normalize_url
 from exporter.kit.timing import timed_run_job
-from exporter.kit.writer import normalize_url
 
 RESULTS = Path(__file__).parent / "results" / "recorder.json"
 TARGET_ADDED_MS = 1.0

@@ -50,7 +50,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter import create_scheduler
 from exporter.demo_jobs import add_demo_jobs, backup_setting
-from exporter.kit.writer import normalize_url
+from exporter.kit.engine import normalize_url
 
 log = logging.getLogger("demo_scheduler")
 

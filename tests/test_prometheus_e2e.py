@@ -66,7 +66,7 @@ from support import need_server
 
 from bench.stores import build_store
 from exporter.kit import instrument, register_backup_job
-from exporter.kit.writer import create_kit_engine
+from exporter.kit.engine import create_kit_engine
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -26,7 +26,7 @@ from stores import write_jobs
 from support import PrivatePostgres, free_port
 
 from exporter.kit import register_backup_job
-from exporter.kit.writer import create_kit_engine
+from exporter.kit.engine import create_kit_engine
 
 PASSWORD = "Sekr3t/pa ss@word"  # characters that need quoting in a URL
 FORMS = (PASSWORD, urllib.parse.quote(PASSWORD, safe=""), urllib.parse.quote_plus(PASSWORD))

@@ -66,7 +66,7 @@ from exporter.backup_files import (
     read_manifest,
     write_manifest,
 )
-from exporter.kit.writer import describe_url, normalize_url, redact
+from exporter.kit.engine import describe_url, normalize_url, redact
 
 log = logging.getLogger("exporter.kit.backup")
 

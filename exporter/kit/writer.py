@@ -1,4 +1,4 @@
-"""The kit's database side: engines, table creation, and the bounded batching writer thread.
+"""The bounded batching writer thread: every database round trip of the kit.
 
 Nothing here runs on the scheduler's thread or event loop except `HistoryWriter.put_start` and
 `HistoryWriter.put_final`, which only append to an in-memory buffer under a lock. One daemon
@@ -14,159 +14,15 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from exporter import dburl
-from exporter.dburl import redact
+from exporter.kit.engine import describe_error, describe_url
 
 log = logging.getLogger("exporter.kit")
-
-# --------------------------------------------------------------------------------------------
-# URLs and engines
-# --------------------------------------------------------------------------------------------
-
-SQLITE_BUSY_TIMEOUT = 5.0
-"""Seconds a SQLite connection of the kit waits for a lock before reporting "database is locked"."""
-
-
-def normalize_url(url: str | sa.URL) -> sa.URL:
-    """Parse a database URL and point it at the driver we ship for its dialect.
-
-    The kit runs synchronously, so the app's `postgresql+asyncpg://` (or psycopg2, pg8000...)
-    becomes psycopg 3, any MySQL/MariaDB driver PyMySQL, `sqlite+aiosqlite` the standard
-    sqlite3 (`create_kit_engine` logs the replacement). An unknown scheme, or an unparsable URL,
-    raises ValueError (`dburl.UrlError`) as one line listing the supported schemes, never the
-    password.
-    """
-    return dburl.normalize_url(url)
-
-
-def describe_url(url: sa.URL) -> str:
-    """The URL for logs and errors: password and credential query values as `***`."""
-    return dburl.display_url(url)
-
-
-def create_kit_engine(
-    url: str | sa.URL, *, sqlite_wal: bool = False, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT
-) -> sa.Engine:
-    """An engine for the kit (and, from `create_scheduler`, for the job store too).
-
-    Connections are pinged before use so a restarted server or a killed connection costs one
-    retry, not an error. On SQLite a busy timeout is always set; `sqlite_wal` also switches the
-    file to WAL mode, so readers never block the scheduler's writes.
-    """
-    normalized = dburl.normalize(url)
-    parsed = normalized.url
-    if normalized.driver_note is not None:
-        log.info("%s: %s", describe_url(parsed), normalized.driver_note.replace("reading", "using"))
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
-    engine = sa.create_engine(parsed, connect_args={"timeout": sqlite_busy_timeout})
-    busy_ms = int(sqlite_busy_timeout * 1000)
-
-    @sa.event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            if sqlite_wal:
-                cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-        finally:
-            cursor.close()
-
-    return engine
-
-
-def url_password(engine: sa.Engine) -> tuple[str, ...]:
-    """Every credential in the engine's URL (password, `?sslpassword=`...), for redaction."""
-    return dburl.url_secrets(engine.url)
-
-
-def describe_error(exc: BaseException, engine: sa.Engine | None = None) -> str:
-    """One line about a database error, without statement parameters and without passwords."""
-    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
-        detail = f"{type(exc.orig).__name__}: {exc.orig}"
-    else:
-        detail = f"{type(exc).__name__}: {exc}"
-    first = detail.strip().splitlines()[0] if detail.strip() else type(exc).__name__
-    return redact(first[:500], *(url_password(engine) if engine is not None else ()))
-
-
-# --------------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------------
-
-
-def ensure_tables(engine: sa.Engine, tables: Iterable[sa.Table], *, attempts: int = 8) -> None:
-    """Create the schema, tables and indexes that are missing; safe when processes race.
-
-    Two schedulers starting at once both see "no table" and both issue CREATE; the loser gets
-    "already exists" (PostgreSQL may even report a unique violation in its catalog). Every step
-    checks first and the whole sequence is retried, so the loser simply finds the winner's table.
-    A history table created by Aegis (without our columns) gets the missing nullable columns.
-    """
-    tables = list(tables)
-    for attempt in range(attempts):
-        try:
-            for schema in sorted({t.schema for t in tables if t.schema}):
-                _ensure_schema(engine, schema)
-            for table in tables:
-                table.create(engine, checkfirst=True)
-                _add_missing_columns(engine, table)
-                for index in table.indexes:
-                    index.create(engine, checkfirst=True)
-            return
-        except sa.exc.DBAPIError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.02 * (attempt + 1) + random.random() * 0.05)
-
-
-def _ensure_schema(engine: sa.Engine, schema: str) -> None:
-    if engine.dialect.name == "sqlite":
-        return  # a SQLite "schema" is an attached database: the app's business
-    with engine.connect() as conn:
-        if schema in sa.inspect(conn).get_schema_names():
-            return
-    with engine.begin() as conn:
-        conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-
-
-def _add_missing_columns(engine: sa.Engine, table: sa.Table) -> None:
-    with engine.connect() as conn:
-        present = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=table.schema)}
-    missing = [c for c in table.columns if c.name not in present]
-    if not missing:
-        return
-    required = [c.name for c in missing if not c.nullable]
-    if required:
-        raise RuntimeError(
-            f"table {table.fullname} exists without required columns {', '.join(required)}"
-        )
-    preparer = engine.dialect.identifier_preparer
-    qualified = preparer.format_table(table)
-    with engine.begin() as conn:
-        for column in missing:
-            spec = sa.schema.CreateColumn(column).compile(dialect=engine.dialect)
-            conn.execute(sa.text(f"ALTER TABLE {qualified} ADD COLUMN {spec}"))
-            log.info("added column %s to %s", column.name, table.fullname)
-    if "run_id" in {c.name for c in missing}:
-        # A unique index instead of the UNIQUE constraint CREATE TABLE would have made.
-        shadow = sa.Table(
-            table.name, sa.MetaData(), sa.Column("run_id", sa.String(36)), schema=table.schema
-        )
-        sa.Index(f"ux_{table.name}_run_id", shadow.c.run_id, unique=True).create(
-            engine, checkfirst=True
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# The writer
-# --------------------------------------------------------------------------------------------
 
 ROW_COLUMNS = (
     "run_id",

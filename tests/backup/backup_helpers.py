@@ -28,7 +28,7 @@ from support import IN_CI, MARIADB_ADMIN_URL, PG_ADMIN_URL, Database
 
 from exporter.config import load_config
 from exporter.kit import instrument, register_backup_job
-from exporter.kit.writer import create_kit_engine
+from exporter.kit.engine import create_kit_engine
 from exporter.metrics import SnapshotCollector, build_registry
 from exporter.poller import StorePoller
 from exporter.tables import history_table

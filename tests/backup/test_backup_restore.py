@@ -16,7 +16,7 @@ from exporter.kit.backup import (
     backup_prefix,
     verify_backup,
 )
-from exporter.kit.writer import normalize_url
+from exporter.kit.engine import normalize_url
 
 
 def test_backups_under_write_load_are_consistent_and_restore(any_db: Database, tmp_path: Path):

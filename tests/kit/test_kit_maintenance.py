@@ -20,8 +20,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from kit_helpers import heartbeats, history, wait_for
 
 from exporter.kit import instrument
+from exporter.kit.ddl import ensure_tables
 from exporter.kit.heartbeat import utcnow
-from exporter.kit.writer import ensure_tables
 from exporter.tables import heartbeat_table, history_table
 
 HOST = socket.gethostname()

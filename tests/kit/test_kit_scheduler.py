@@ -19,7 +19,7 @@ from kit_helpers import EventCounter, history
 from exporter import create_scheduler as exported_create_scheduler
 from exporter import instrument as exported_instrument
 from exporter.kit import create_scheduler, get_recorder, instrument
-from exporter.kit.writer import normalize_url
+from exporter.kit.engine import normalize_url
 
 
 async def tick() -> None:

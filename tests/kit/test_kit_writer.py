@@ -13,7 +13,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from kit_helpers import EventCounter, history, per_job_counts, wait_for
 
 from exporter.kit import instrument
-from exporter.kit.writer import create_kit_engine, ensure_tables
+from exporter.kit.ddl import ensure_tables
+from exporter.kit.engine import create_kit_engine
 from exporter.tables import heartbeat_table, history_table
 
 
