@@ -110,17 +110,14 @@ def to_metric(family: Family, samples: Iterable[Sample]) -> Metric:
     return metric
 
 
-def build_registries(
-    make: Callable[[str], SnapshotCollector],
-) -> tuple[CollectorRegistry, CollectorRegistry]:
-    """The static registry (our families that only a poll changes) and the clock registry
-    (families the scrape time changes, plus the standard ``process_*`` metrics)."""
-    static = CollectorRegistry(auto_describe=False)
-    static.register(make("static"))
+def clock_registry(collector: SnapshotCollector) -> CollectorRegistry:
+    """The registry of the clock part: ``collector`` (made with ``part="clock"``: families the
+    scrape time changes) and the standard ``process_*`` metrics. The static part is rendered
+    by ``metric_store.MetricStore``."""
     clock = CollectorRegistry(auto_describe=False)
-    clock.register(make("clock"))
+    clock.register(collector)
     ProcessCollector(registry=clock)
-    return static, clock
+    return clock
 
 
 def build_registry(collector: SnapshotCollector) -> CollectorRegistry:

@@ -4,7 +4,8 @@ Rendering 10k jobs takes a large part of a second of Python; serving bytes takes
 So a body is built from two parts, rendered in a worker thread and kept:
 
 * the **static part** (everything a new poll changes): rendered once per snapshot version and
-  format (text or OpenMetrics), gzipped once;
+  format (text or OpenMetrics) by ``metric_store.MetricStore``, which re-encodes only the jobs
+  that changed, and gzipped once;
 * the **clock part** (what the scrape time changes: ``*_next_run_delta_seconds``, heartbeat
   freshness, process metrics): rendered again after a poll or after ``max_age`` (1 s).
 
@@ -98,7 +99,7 @@ class _RenderErrors(Collector):
 class BodyCache:
     def __init__(
         self,
-        static: CollectorRegistry,
+        static: Callable[[bool], bytes],
         clock_part: CollectorRegistry,
         version: Callable[[], Hashable],
         *,
@@ -106,8 +107,9 @@ class BodyCache:
         max_age: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``version()`` changes whenever the snapshots do (e.g. their poll times); ``deltas()``
-        gives the directly formatted lines that start the clock part."""
+        """``static(openmetrics)`` renders the static part (OpenMetrics without ``# EOF``: see
+        ``metric_store.py``); ``version()`` changes whenever the snapshots do (e.g. their poll
+        times); ``deltas()`` gives the directly formatted lines that start the clock part."""
         self.static = static
         self.clock_part = clock_part
         self.deltas = deltas
@@ -189,7 +191,7 @@ class BodyCache:
                 content_type,
                 "static",
                 None if previous is None else previous.static,
-                lambda: _render(encoder, self.static, strip_eof=openmetrics),
+                lambda: _compressed(self.static(openmetrics)),
             )
         clock_part = await self._part(
             content_type,
@@ -265,4 +267,8 @@ def _render(
     plain = (prefix() if prefix is not None else b"") + encoder(registry)
     if strip_eof and plain.endswith(EOF_LINE):
         plain = plain[: -len(EOF_LINE)]
+    return _compressed(plain)
+
+
+def _compressed(plain: bytes) -> _Part:
     return _Part(plain, gzip.compress(plain, GZIP_LEVEL, mtime=0))

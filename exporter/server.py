@@ -21,7 +21,8 @@ from aiohttp import web
 from exporter.config import Config, ConfigError
 from exporter.listener import Connections, GuardedSite, Limits
 from exporter.logs import add_secrets
-from exporter.metrics import SnapshotCollector, build_registries, render_deltas
+from exporter.metric_store import MetricStore
+from exporter.metrics import SnapshotCollector, clock_registry, render_deltas
 from exporter.poller import StorePoller, make_pollers
 from exporter.render import BodyCache, RenderError
 from exporter.snapshot import StoreSnapshot
@@ -55,20 +56,19 @@ class Sidecar:
     def _build_renderers(self) -> None:
         settings = self.config.settings
 
-        def collector(part: str) -> SnapshotCollector:
-            return SnapshotCollector(
-                self.snapshots,
-                default_grace=settings.overdue_grace,
-                heartbeat_timeout=settings.heartbeat_timeout,
-                backup_job_ids={store.name: store.backup_job_id for store in self.config.stores},
-                part=part,
-            )
-
+        clock = SnapshotCollector(
+            self.snapshots,
+            default_grace=settings.overdue_grace,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            backup_job_ids={store.name: store.backup_job_id for store in self.config.stores},
+            part="clock",
+        )
         pollers = self.pollers
-        static, clock = build_registries(collector)
+        # The static part: each job's lines are encoded again only when the job changed.
+        static = MetricStore(self.snapshots, clock.settings)
         self.bodies = BodyCache(
-            static,
-            clock,
+            static.render,
+            clock_registry(clock),
             lambda: tuple(p.snapshot.taken_at for p in pollers),
             deltas=lambda: render_deltas([p.snapshot for p in pollers], time.time()),
         )
