@@ -655,6 +655,14 @@ def test_no_overview_query_returns_more_than_50_series_at_10k_jobs(fleet: Fleet)
             count = max(count, len(ranged.result))
         if count > MAX_SERIES:
             too_many.append(f"{query.panel}: {count} series")
+    # The drill-down shows one job of the 10k, picked in its single-select variable.
+    (one,) = prom.label_values("job_id", 'apscheduler_job_info{jobstore="big"}')[:1]
+    for query in dashboard_queries(dashboard(JOB_DETAIL)):
+        variables = {**overview_selection("big"), "job_id": regex_escape(one)}
+        result = prom.query(substitute(query.expr, variables))
+        assert result.status == "success", (query.panel, result.error)
+        if len(result.result) > MAX_SERIES:
+            too_many.append(f"{query.panel} ({one}): {len(result.result)} series")
     assert too_many == []
 
 
