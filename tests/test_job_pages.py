@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 import threading
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -21,7 +25,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from pages_support import App, Page, Runs, job_path, many_jobs, naive, serve
 from stores import SEED_JOBS, write_jobs
-from support import Database
+from support import Database, free_port, stop, wait_for
 from test_status_page import browse, picture
 
 from exporter.config import load_config
@@ -227,10 +231,13 @@ async def test_hostile_ids_and_names_stay_inert(sqlite_db: Database) -> None:
         assert json.loads(raw)["jobstores"][0]["tasks"]["total"] == len(HOSTILE_IDS)
 
 
-async def test_hide_run_errors_keeps_error_text_off_the_web(sqlite_db: Database) -> None:
+async def test_hide_run_errors_keeps_error_text_off_the_web(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_jobs(sqlite_db.url, [*SEED_JOBS, SYNC])
     fill_runs(sqlite_db.url).close()
-    config = load_config(db_url=sqlite_db.url, poll_interval=3600, hide_run_errors=True)
+    monkeypatch.setenv("JOBSTORE_EXPORTER_HIDE_RUN_ERRORS", "true")  # as a container sets it
+    config = load_config(db_url=sqlite_db.url, poll_interval=3600)
     async for app in serve(config):
         listed = await app.json(job_path("default", "tenant_sync", api=True) + "/runs")
         assert [r["error"] for r in listed["runs"]] == [None] * 7
@@ -386,3 +393,33 @@ async def test_page_work_takes_turns_and_a_crowd_is_told_to_retry() -> None:
     assert await first == "first"
     assert await reader.turn(lambda: "third", 10) == "third"  # after the first one's rest
     reader.close()
+
+
+def test_hide_run_errors_flag_of_serve(sqlite_db: Database, tmp_path: Path) -> None:
+    """`serve --hide-run-errors` (and `hide_run_errors: true` in the config file), as run."""
+    write_jobs(sqlite_db.url, [*SEED_JOBS, SYNC])
+    fill_runs(sqlite_db.url).close()
+    config = tmp_path / "exporter.yaml"
+    config.write_text(f"db_url: '{sqlite_db.url}'\nhide_run_errors: true\n")
+    path = job_path("default", "tenant_sync", api=True) + "/runs"
+    for args in (["--db-url", sqlite_db.url, "--hide-run-errors"], ["--config", str(config)]):
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "serve", *args,
+             "--listen-address", f"127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            listed = wait_for(lambda port=port: _get_json(f"http://127.0.0.1:{port}{path}"))
+            assert len(listed["runs"]) == 7 and {r["error"] for r in listed["runs"]} == {None}
+        finally:
+            stop(proc)
+
+
+def _get_json(url: str) -> Any:
+    """The runs once the exporter answers with them (not before it is up and has polled)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except OSError:  # not listening yet, or 503 before the first poll
+        return None
