@@ -8,6 +8,7 @@ did not grow (last tenth of the samples vs. the first tenth after warm-up, withi
 
     python -m bench.soak                     # 30 minutes, 10 scrapers, 10k jobs
     python -m bench.soak --minutes 2         # a short look
+    python -m bench.soak --churn             # the churn soak instead (see bench.churn)
 
 Prints a table and writes bench/results/soak.json. Not part of the test suite (too long).
 """
@@ -183,6 +184,11 @@ def verdict(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--churn" in argv:  # the churn soak (bench.churn) takes the rest of the options
+        from bench import churn
+
+        return churn.main([a for a in argv if a != "--churn"])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--scrapers", type=int, default=10)

@@ -167,6 +167,9 @@ def serve(
     ] = None,
 ) -> None:
     """Run the sidecar: poll the job store and serve /metrics."""
+    from exporter.memory import use_system_allocator
+
+    use_system_allocator()  # first: replaces this process when it applies (exporter/memory.py)
     from exporter.logs import setup_logging
     from exporter.server import serve as run_server
 

@@ -21,6 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -116,6 +117,10 @@ class StorePoller:
         self._next_full_poll = 0.0  # monotonic; while failing, full polls wait for this
         self._outage_logged_at = -math.inf  # monotonic; stuck-poll lines are rate-limited
         self._probe: asyncio.Future[bool] | None = None
+        # Polls on one thread of their own (the allocator keeps an arena per thread; see
+        # exporter.memory). The connect check runs elsewhere: it must not queue behind a poll
+        # stuck on a black hole.
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"poll-{store.name}")
         self._last_logged: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
@@ -303,7 +308,7 @@ class StorePoller:
         # and the outage was about reaching it (a failing query keeps its backoff).
         if backing_off and not (self.unreachable and await self._answers()):
             return
-        poll = asyncio.ensure_future(asyncio.to_thread(self.poll))
+        poll = asyncio.get_running_loop().run_in_executor(self._thread, self.poll)
         done, _ = await asyncio.wait({poll}, timeout=self.deadline)
         if not done:
             self.report_stuck(f"no answer within {self.deadline:.0f} s")
@@ -350,4 +355,5 @@ class StorePoller:
         self.snapshot = snapshot
 
     def close(self) -> None:
+        self._thread.shutdown(wait=False)  # a poll stuck on a black hole ends on its own
         self.engine.dispose()

@@ -1,7 +1,8 @@
 """Rendered ``/metrics`` bodies, shared by every scrape.
 
 Rendering 10k jobs takes a large part of a second of Python; serving bytes takes microseconds.
-So a body is built from two parts, rendered in a worker thread and kept:
+So a body is built from two parts, rendered on one worker thread (``memory.RENDER_THREAD``:
+per-thread allocator arenas would each keep their own high-water mark) and kept:
 
 * the **static part** (everything a new poll changes): rendered once per snapshot version and
   format (text or OpenMetrics) by ``metric_store.MetricStore``, which re-encodes only the jobs
@@ -29,8 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import gzip
 import logging
 import time
@@ -42,6 +41,7 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from exporter import memory
 from exporter.metric_families import family
 from exporter.metrics import to_metric
 
@@ -203,7 +203,7 @@ class BodyCache:
         self._unrendered.pop(content_type, None)
         self._bodies[content_type] = body
         if previous is None or static is not previous.static:
-            _release_freed_memory()
+            memory.release()  # the previous body's buffers, freed just now
         return body
 
     async def _part(
@@ -211,7 +211,8 @@ class BodyCache:
     ) -> _Part:
         """Render one part in a worker thread; on failure say so and fall back to ``last_good``."""
         try:
-            result = await asyncio.to_thread(render)
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(memory.RENDER_THREAD, render)
         except Exception as exc:  # noqa: BLE001 - any failure: reported, never silent
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             self.errors_total[part] += 1
@@ -234,25 +235,6 @@ class BodyCache:
 def _retrieve(render: asyncio.Future[Body]) -> None:
     if not render.cancelled():
         render.exception()
-
-
-def _release_freed_memory() -> None:
-    """Give the heap freed by a large render back to the system (glibc keeps it otherwise, and
-    the process' resident size would stay at its highest peak)."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-        return trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
-        return None
-
-
-_malloc_trim = _load_malloc_trim()
 
 
 def _render(

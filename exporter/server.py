@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
+from exporter import memory
 from exporter.config import Config, ConfigError
 from exporter.listener import Connections, GuardedSite, Limits
 from exporter.logs import add_secrets
@@ -272,6 +273,7 @@ async def serve(
     With a ``loader``, SIGHUP (and ``POST /-/reload`` with ``enable_lifecycle``) re-read the
     configuration.
     """
+    memory.tune_allocator()  # before the first poll and render allocate their buffers
     sidecar = Sidecar(config, loader=loader)
     runner, connections = make_runner(sidecar, web_config)
     tls = connections.tls
