@@ -62,6 +62,11 @@ _LIBC = _libc()
 _trim: Callable[[int], int] | None = _LIBC.malloc_trim if _LIBC is not None else None
 
 
+def on_glibc() -> bool:
+    """Whether the process runs on glibc's allocator (where all of this applies)."""
+    return _LIBC is not None
+
+
 def tune_allocator() -> bool:
     """Fix glibc's mmap threshold (see the module's docstring); True when it was set."""
     if _LIBC is None:
