@@ -23,6 +23,7 @@ from exporter import __version__
 from exporter.check import Assessment, assess, humanize_until
 from exporter.config import Config
 from exporter.snapshot import SOURCES, Heartbeat, JobRuns, JobView, StoreSnapshot
+from exporter.web.paths import job_path
 
 SCHEMA_VERSION = 1
 SECURITY_HEADERS = {
@@ -156,7 +157,13 @@ def _store(
         "overdue": [job.id for job in verdict.overdue],
         "upcoming": [_upcoming(job, now) for job in verdict.upcoming],
         "history_available": snapshot.history is not None,
-        "jobs": [_job(job, runs.get(job.id), job.id in overdue, now, hide) for job in jobs],
+        "jobs": [
+            {
+                **_job(job, runs.get(job.id), job.id in overdue, now, hide),
+                "page": job_path(snapshot.jobstore, job.id),
+            }
+            for job in jobs
+        ],  # fmt: skip
         "backup": _backup(snapshot, options.backup_job_id(snapshot.jobstore), runs, hide),
         "failures": failures,
         "schedulers": [

@@ -226,9 +226,10 @@ async def test_hostile_ids_and_names_stay_inert(sqlite_db: Database) -> None:
         for text in pages:
             assert "<script" not in text.lower()
             assert not [t for t, _ in Page(text).tags if t in {"script", "img", "iframe"}]
-        # The JSON stays JSON: the raw text never carries an unescaped newline inside a string.
-        raw = (await app.get("/api/status"))[2]
-        assert json.loads(raw)["jobstores"][0]["tasks"]["total"] == len(HOSTILE_IDS)
+        # The JSON keeps the ids as they are and links each to its page.
+        status = await app.json("/api/status")
+        pages = {job["job_id"]: job["page"] for job in status["jobstores"][0]["jobs"]}
+        assert pages == {job_id: job_path("default", job_id) for job_id in HOSTILE_IDS}
 
 
 async def test_hide_run_errors_keeps_error_text_off_the_web(
@@ -276,6 +277,7 @@ async def test_job_page_on_server_databases(kind: str, request: pytest.FixtureRe
 # -- in a real browser --------------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # a real browser or a real process
 async def test_job_page_in_headless_chromium(app: App, tmp_path: Path) -> None:
     """Successes, failures, a missed and a running run: the page draws all of them."""
     url = app.url(job_path("default", "tenant_sync"))
@@ -297,6 +299,7 @@ async def test_job_page_in_headless_chromium(app: App, tmp_path: Path) -> None:
     assert sum(shots["light"]) > 600 and sum(shots["dark"]) < 150
 
 
+@pytest.mark.e2e  # a real browser or a real process
 async def test_status_page_at_10000_jobs(sqlite_db: Database, tmp_path: Path) -> None:
     many_jobs(sqlite_db.url, 10_000)
     runs = Runs(sqlite_db.url)
@@ -395,6 +398,7 @@ async def test_page_work_takes_turns_and_a_crowd_is_told_to_retry() -> None:
     reader.close()
 
 
+@pytest.mark.e2e  # a real browser or a real process
 def test_hide_run_errors_flag_of_serve(sqlite_db: Database, tmp_path: Path) -> None:
     """`serve --hide-run-errors` (and `hide_run_errors: true` in the config file), as run."""
     write_jobs(sqlite_db.url, [*SEED_JOBS, SYNC])

@@ -411,6 +411,7 @@ def picture(path: Path) -> tuple[tuple[int, int], tuple[int, ...], int, float]:
     return size, background, len(colours), 1 - same / (size[0] * size[1])
 
 
+@pytest.mark.e2e  # a real browser or a real process
 async def test_page_renders_in_headless_chromium(app: Running, tmp_path: Path) -> None:
     url = app.url("/")
     dom = (await browse(url, tmp_path, "--dump-dom")).decode()
