@@ -427,3 +427,23 @@ def _get_json(url: str) -> Any:
             return json.loads(response.read())
     except OSError:  # not listening yet, or 503 before the first poll
         return None
+
+
+async def test_without_a_history_table_and_before_the_first_read(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """A store without the kit's history table still has job pages (card, and why no runs);
+    a store not read yet answers 503 with Retry-After rather than a wrong 404."""
+    write_jobs(sqlite_db.url, [*SEED_JOBS, SYNC])
+    async for app in serve(load_config(db_url=sqlite_db.url, poll_interval=3600)):
+        code, _, text = await app.get(job_path("default", "tenant_sync"))
+        words = Page(text).words()
+        assert code == 200 and "Every 20 minutes" in words and "Max instances 3" in words
+        assert "History not readable: no such table: job_execution" in words
+        error = await app.json(job_path("default", "tenant_sync", api=True), status=502)
+        assert "no such table: job_execution" in error["error"]
+    missing = f"sqlite:///{tmp_path / 'missing.sqlite'}"
+    async for app in serve(load_config(db_url=missing, poll_interval=3600)):
+        code, headers, text = await app.get(job_path("default", "tenant_sync"))
+        assert code == 503 and headers["Retry-After"] == "5"
+        assert "the job store 'default' has not been read yet" in Page(text).words()
