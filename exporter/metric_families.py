@@ -221,6 +221,7 @@ FAMILIES: tuple[Family, ...] = (
         "the poll interval never shows here between polls; the dashboard's *Past-due jobs* "
         "panel reads it",
         per_job=samples.overdue_seconds,
+        due=samples.overdue_due,
         when=samples.polled,
         volatile=True,
     ),
@@ -420,7 +421,7 @@ FAMILIES: tuple[Family, ...] = (
         "jobs whose `name`, `func` or `executor` held characters no encoder accepts (lone "
         "surrogates, which pickled text can carry); they are shown as U+FFFD "
         "(`\N{REPLACEMENT CHARACTER}`)",
-        per_store=samples.store_value(lambda snap: sum(job.text_replaced for job in snap.jobs)),
+        per_store=samples.text_replaced,
         addition=True,
     ),
     Family(

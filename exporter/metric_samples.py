@@ -7,6 +7,8 @@ values. ``metric_families.py`` says which function feeds which family.
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Callable, Iterable, Mapping
 
 from exporter.metric_table import (
@@ -19,7 +21,7 @@ from exporter.metric_table import (
     cumulative,
     flag,
 )
-from exporter.snapshot import SOURCES, JobRuns, JobView, SourceStatus, StoreSnapshot, overdue_jobs
+from exporter.snapshot import SOURCES, JobRuns, JobView, SourceStatus, StoreSnapshot
 from exporter.sources.history import FINISHED
 
 NO_LABELS: tuple[str, ...] = ()
@@ -48,6 +50,16 @@ def next_run(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sampl
 def grace(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sample]:
     grace = job.misfire_grace_time
     return () if grace is None else ((NO_LABELS, float(grace)),)
+
+
+def overdue_due(view: JobView, settings: Settings) -> float:
+    """From when on ``overdue_seconds`` may concern the job: its next fire time plus grace, a
+    second early (and a little more at large magnitudes) so float rounding never hides one."""
+    if view.next_run_time is None:
+        return math.inf
+    grace = view.misfire_grace_time
+    due = view.next_run_time + (grace if grace is not None else settings.default_grace)
+    return due - 1.0 - abs(due) * 1e-9
 
 
 def overdue_seconds(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sample]:
@@ -98,13 +110,21 @@ def jobs(store: Store) -> Iterable[Sample]:
     snap = store.snap
     if not snap.ever_succeeded:
         return ()  # nothing known yet: no job series rather than invented zeros
-    return (((store.name, "active"), snap.active_jobs), ((store.name, "paused"), snap.paused_jobs))
+    paused = store.paused_jobs
+    return (((store.name, "active"), len(snap.jobs) - paused), ((store.name, "paused"), paused))
 
 
 def jobs_overdue(store: Store) -> Iterable[Sample]:
     if not store.snap.ever_succeeded:
         return ()
-    return (((store.name,), len(overdue_jobs(store.snap, store.settings.default_grace))),)
+    return (((store.name,), store.overdue_count),)
+
+
+def text_replaced(store: Store) -> Iterable[Sample]:
+    return (((store.name,), sum(map(_TEXT_REPLACED, store.snap.jobs))),)
+
+
+_TEXT_REPLACED = operator.attrgetter("text_replaced")
 
 
 def backup_info(store: Store) -> Iterable[Sample]:

@@ -18,8 +18,11 @@ the two to each other on random snapshots.
 
 from __future__ import annotations
 
+import math
+import operator
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from prometheus_client.utils import floatToGoString
 
@@ -31,6 +34,9 @@ STATIC = tuple(family for family in FAMILIES if family.part == "static")
 # Per-job families whose lines depend only on the job's row and run history: kept per job.
 KEPT = tuple(f for f in STATIC if f.per_job is not None and not f.volatile)
 _KEPT_INDEX = {id(family): index for index, family in enumerate(KEPT)}
+# Per-job families judged against the poll time: asked every poll, for the jobs they may concern.
+VOLATILE = tuple(f for f in STATIC if f.per_job is not None and f.volatile)
+_T = TypeVar("_T")
 
 
 def _escape(value: str) -> str:
@@ -41,7 +47,7 @@ def _escape(value: str) -> str:
 
 
 def _line(name: str, labels: Iterable[tuple[str, str]], value: float) -> str:
-    pairs = ",".join(f'{key}="{_escape(text)}"' for key, text in sorted(labels))
+    pairs = ",".join([f'{key}="{_escape(text)}"' for key, text in sorted(labels)])
     return (
         f"{name}{{{pairs}}} {floatToGoString(value)}\n"
         if pairs
@@ -52,18 +58,18 @@ def _line(name: str, labels: Iterable[tuple[str, str]], value: float) -> str:
 def encode(family: Family, samples: Iterable[Sample]) -> bytes:
     """The sample lines of ``samples`` (full label values), as prometheus_client writes them."""
     names = family.labels
+    name = family.name
     lines: list[str] = []
     for values, value in samples:
         labels = list(zip(names, values, strict=True))
         if isinstance(value, Histogram):
-            name = family.name
             for bound, count in value.buckets:
                 lines.append(_line(f"{name}_bucket", [*labels, ("le", bound)], count))
             if float(value.buckets[0][0]) >= 0:
                 lines.append(_line(f"{name}_count", labels, value.buckets[-1][1]))
                 lines.append(_line(f"{name}_sum", labels, value.sum))
         else:
-            lines.append(_line(family.name, labels, value))
+            lines.append(_line(name, labels, value))
     return "".join(lines).encode()
 
 
@@ -78,46 +84,100 @@ def header(family: Family, openmetrics: bool) -> bytes:
     return f"# HELP {name} {text}\n# TYPE {name} {family.kind}\n".encode()
 
 
-class _Job:
-    """One job's kept lines, valid while its row (``view``) and history (``runs``) are these."""
-
-    __slots__ = ("view", "runs", "lines")
-
-    def __init__(self, view: JobView, runs: JobRuns | None, lines: tuple[bytes, ...]) -> None:
-        self.view = view
-        self.runs = runs
-        self.lines = lines
-
-
 class _StoreLines:
-    """The kept lines of one job store, in the order of its series jobs."""
+    """The kept lines of one job store: a column per kept family, a row per series job.
+
+    Columns, not objects per job: a body extends its chunk list by whole columns (a C-level copy
+    of references), and a poll that changed 1% of the jobs rewrites 1% of the cells. Kept values
+    stay alive here (``views``, ``runs``), so comparing them by identity is safe.
+    """
 
     def __init__(self) -> None:
-        self.jobs: dict[str, _Job] = {}
-        self.order: list[_Job] = []
+        self.views: tuple[JobView, ...] = ()
+        self.runs: dict[str, JobRuns] = {}
+        self.position: dict[str, int] = {}
+        self.columns: list[list[bytes]] = [[] for _ in KEPT]
+        self.due: list[float] = []  # per job: no volatile sample before this poll time
         self.encoded = 0  # jobs encoded again by the last update (for the bench and the tests)
 
     def update(self, store: Store) -> None:
-        previous = self.jobs
-        runs_of = store.runs
-        jobs: dict[str, _Job] = {}
-        order: list[_Job] = []
-        encoded = 0
-        for view in store.snap.series_jobs:
-            runs = runs_of.get(view.id)
-            kept = previous.get(view.id)
-            if kept is None or not _same(kept, view, runs):
-                kept = _Job(view, runs, _encode_job(store, view, runs))
-                encoded += 1
-            jobs[view.id] = kept
-            order.append(kept)
-        self.jobs = jobs  # jobs that left the store leave with the old dict
-        self.order = order
-        self.encoded = encoded
+        views = store.snap.series_jobs
+        runs = store.runs
+        old_runs = self.runs
+        # Jobs whose run statistics changed (or appeared, or went): usually a handful.
+        touched = {job for job, item in runs.items() if old_runs.get(job) is not item}
+        touched.update(old_runs.keys() - runs.keys())
+        old = self.views
+        changed = (
+            [i for i, (a, b) in enumerate(zip(views, old, strict=True)) if a is not b]
+            if len(views) == len(old)
+            else None
+        )
+        if changed is not None and all(views[i].id == old[i].id for i in changed):
+            # The same jobs in the same order (the usual poll): rewrite the changed rows.
+            position = self.position
+            dirty = {i for i in changed if views[i] != old[i]}
+            dirty.update(position[job] for job in touched if job in position)
+            for i in dirty:
+                self._encode(store, i, views[i], runs.get(views[i].id))
+            self.encoded = len(dirty)
+        else:
+            self._rebuild(store, views, runs, touched)
+        self.views = views
+        self.runs = runs
+
+    def _encode(self, store: Store, i: int, view: JobView, runs: JobRuns | None) -> None:
+        for column, lines in zip(self.columns, _encode_job(store, view, runs), strict=True):
+            column[i] = lines
+        self.due[i] = _due(view, store.settings)
+
+    def _rebuild(
+        self, store: Store, views: tuple[JobView, ...], runs: dict[str, JobRuns], touched: set[str]
+    ) -> None:
+        """Jobs came, went or moved: take the cells of unchanged jobs, encode the others."""
+        old, position = self.views, self.position
+        sentinel = len(old)  # one empty cell appended to every old column
+        picks: list[int] = []
+        fresh: list[int] = []
+        for i, view in enumerate(views):
+            p = position.get(view.id)
+            if p is None or view.id in touched or (old[p] is not view and old[p] != view):
+                picks.append(sentinel)
+                fresh.append(i)
+            else:
+                picks.append(p)
+        self.columns = [_pick([*column, _EMPTY], picks) for column in self.columns]
+        self.due = _pick([*self.due, math.inf], picks)
+        self.position = {view.id: i for i, view in enumerate(views)}
+        for i in fresh:
+            self._encode(store, i, views[i], runs.get(views[i].id))
+        self.encoded = len(fresh)
+
+    def volatile(self, family: Family, store: Store) -> Iterable[Sample]:
+        """The samples of a volatile per-job family: only jobs that may have one are asked."""
+        assert family.per_job is not None
+        due, views, now = self.due, self.views, store.snap.taken_at
+        if not due or not min(due) <= now:
+            return  # NaN-safe: a job whose due time is NaN is never asked
+        runs = self.runs
+        for i, when in enumerate(due):
+            if when <= now:
+                view = views[i]
+                for extra, value in family.per_job(store, view, runs.get(view.id)):
+                    yield (store.name, view.id, *extra), value
 
 
-def _same(kept: _Job, view: JobView, runs: JobRuns | None) -> bool:
-    return (kept.view is view or kept.view == view) and (kept.runs is runs or kept.runs == runs)
+def _pick(cells: list[_T], picks: list[int]) -> list[_T]:
+    if not picks:
+        return []
+    if len(picks) == 1:
+        return [cells[picks[0]]]
+    return list(operator.itemgetter(*picks)(cells))
+
+
+def _due(view: JobView, settings: Settings) -> float:
+    """The earliest poll time at which a volatile family may give this job a sample."""
+    return min((family.due(view, settings) for family in VOLATILE), default=math.inf)
 
 
 _EMPTY = b""
@@ -126,11 +186,17 @@ _EMPTY = b""
 def _encode_job(store: Store, view: JobView, runs: JobRuns | None) -> tuple[bytes, ...]:
     head = (store.name, view.id)
     lines = []
-    for family in KEPT:
-        assert family.per_job is not None
-        samples = [((*head, *extra), value) for extra, value in family.per_job(store, view, runs)]
-        lines.append(encode(family, samples) if samples else _EMPTY)
+    for family, per_job in _KEPT_SAMPLES:
+        samples = per_job(store, view, runs)
+        lines.append(
+            encode(family, [((*head, *extra), value) for extra, value in samples])
+            if samples
+            else _EMPTY
+        )
     return tuple(lines)
+
+
+_KEPT_SAMPLES = [(family, family.per_job) for family in KEPT if family.per_job is not None]
 
 
 class MetricStore:
@@ -155,7 +221,12 @@ class MetricStore:
         """The static part in one format (OpenMetrics without ``# EOF``: the clock part ends
         the body)."""
         with self._lock:
-            self._update(tuple(self.snapshots()))
+            try:
+                self._update(tuple(self.snapshots()))
+            except BaseException:
+                # Half-updated lines must never be served or built upon: start again next time.
+                self._stores, self._parts, self._seen = {}, [], ()
+                raise
             chunks: list[bytes] = []
             for head, (_, parts) in zip(self._headers[openmetrics], self._parts, strict=True):
                 chunks.append(head)
@@ -189,10 +260,18 @@ class MetricStore:
         self, family: Family, stores: Sequence[Store], lines: Sequence[_StoreLines]
     ) -> list[bytes]:
         index = _KEPT_INDEX.get(id(family))
-        if index is None:  # per store, once, or volatile: a few lines, encoded every poll
-            return [encode(family, family.samples(stores, self.settings))]
-        parts: list[bytes] = []
-        for store, kept in zip(stores, lines, strict=True):
-            if family.when(store):
-                parts.extend([job.lines[index] for job in kept.order])
-        return parts
+        if index is not None:
+            parts: list[bytes] = []
+            for store, kept in zip(stores, lines, strict=True):
+                if family.when(store):
+                    parts.extend(kept.columns[index])
+            return parts
+        if family.per_job is not None:  # volatile: asked for the jobs it may concern
+            samples = [
+                sample
+                for store, kept in zip(stores, lines, strict=True)
+                if family.when(store)
+                for sample in kept.volatile(family, store)
+            ]
+            return [encode(family, samples)]
+        return [encode(family, family.samples(stores, self.settings))]  # a few lines per store

@@ -15,6 +15,7 @@ time changes (``clock``), and the render error counter that ``render.py`` fills 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -50,6 +51,9 @@ class Settings:
     build_labels: tuple[str, ...] = ()
 
 
+_NEXT_RUN_TIME = operator.attrgetter("next_run_time")
+
+
 class Store:
     """One snapshot at one render, with what several families derive from it computed once."""
 
@@ -71,6 +75,23 @@ class Store:
     def backup(self) -> JobRuns | None:
         return self.runs.get(self.backup_job_id)
 
+    @cached_property
+    def paused_jobs(self) -> int:
+        """Jobs without a next fire time (counted in C: a store may hold 100k jobs)."""
+        return list(map(_NEXT_RUN_TIME, self.snap.jobs)).count(None)
+
+    @cached_property
+    def overdue_count(self) -> int:
+        """``len(overdue_jobs(snap, default_grace))``, in one pass without a list of jobs."""
+        taken = self.snap.taken_at
+        default = self.settings.default_grace
+        return sum(
+            1
+            for job in self.snap.jobs
+            if (when := job.next_run_time) is not None
+            and taken - when > (grace if (grace := job.misfire_grace_time) is not None else default)
+        )
+
     def overdue_by(self, job: JobView) -> float | None:
         """How far past its next fire time ``job`` was at the poll, if beyond its grace."""
         if job.next_run_time is None:
@@ -91,6 +112,10 @@ def _always(store: Store) -> bool:
     return True
 
 
+def _never_before(view: JobView, settings: Settings) -> float:
+    return -math.inf
+
+
 @dataclass(frozen=True, slots=True)
 class Family:
     """One metric family.
@@ -98,8 +123,9 @@ class Family:
     ``name`` is spelled as it is queried (counters end in ``_total``). A ``job`` family's
     ``per_job`` gives, for one job, the label values after ``jobstore`` and ``job_id``; it is
     called only for stores where ``when`` holds, and ``volatile`` says its samples depend on the
-    poll time too, not only on the job's row and run history. ``doc`` is the meaning column of
-    the reference in docs/metrics.md, under ``section``.
+    poll time too, not only on the job's row and run history; ``due`` then says from which poll
+    time on a job may have a sample (earlier polls skip the job without asking). ``doc`` is the
+    meaning column of the reference in docs/metrics.md, under ``section``.
     """
 
     name: str
@@ -115,6 +141,7 @@ class Family:
     when: Callable[[Store], bool] = _always
     part: Part = "static"
     volatile: bool = False
+    due: Callable[[JobView, Settings], float] = _never_before
     addition: bool = False
 
     def samples(self, stores: Iterable[Store], settings: Settings) -> Iterable[Sample]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 from types import MappingProxyType
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.exposition import generate_latest
@@ -221,10 +223,18 @@ def test_kept_lines_follow_every_poll(data: st.DataObject, names: list[str], pol
     pool = {name: data.draw(pools()) for name in names}
     current: list[list[StoreSnapshot]] = [[]]
     store = store_for(current)
+    last: dict[str, StoreSnapshot] = {}
     for _ in range(polls):
         # Each poll picks views and runs from the same pools: kept, changed, gone, back.
         present = data.draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
-        current[0] = [data.draw(snapshots(name, pool[name])) for name in present]
+        current[0] = []
+        for name in present:
+            snap = data.draw(snapshots(name, pool[name]))
+            if name in last and data.draw(st.booleans()):
+                # The very same jobs; only the run history (and the rest) moved on.
+                snap = replace(snap, jobs=last[name].jobs, selected=last[name].selected)
+            last[name] = snap
+            current[0].append(snap)
         assert_same(store, current[0])
         assert_same(store, current[0])  # the same poll again: nothing to encode
 
@@ -261,7 +271,12 @@ def test_a_poll_re_encodes_only_the_jobs_that_changed(sqlite_db: Database) -> No
     assert_same(store, current[0])
     assert store.encoded == 1  # the paused job only
 
-    history.insert("cleanup_temp", "failed", 10, 12)  # a run of another job finished
+    history.insert("cleanup_temp", "failed", 10, 12)  # only a run finished
+    current[0] = [poller.poll()]
+    assert_same(store, current[0])
+    assert store.encoded == 1  # cleanup_temp, for its run series
+
+    history.insert("cleanup_temp", "success", 20, 21)  # a run of another job finished
     write_jobs(sqlite_db.url, jobs=[], remove=("database_backup",))
     current[0] = [poller.poll()]
     body = store.render(False).decode()
@@ -270,3 +285,24 @@ def test_a_poll_re_encodes_only_the_jobs_that_changed(sqlite_db: Database) -> No
     assert 'job_id="database_backup"' not in body.split("apscheduler_backup_info")[0]
     poller.close()
     history.close()
+
+
+def test_a_failed_render_leaves_nothing_half_kept() -> None:
+    good = tuple(JobView(id=f"j{i}", next_run_time=1e9 + i, decoded=True) for i in range(3))
+    current = [[StoreSnapshot("default", taken_at=1e9, jobs=good, ever_succeeded=True)]]
+    store = store_for(current)
+    assert_same(store, current[0])
+    # A job is added whose name no encoder accepts: that render fails...
+    bad = JobView(id="j1a", next_run_time=1e9, decoded=True, name="\ud800")
+    jobs = (good[0], good[1], bad, good[2])
+    current[0] = [StoreSnapshot("default", taken_at=2e9, jobs=jobs, ever_succeeded=True)]
+    with pytest.raises(UnicodeEncodeError):
+        store.render(False)
+    with pytest.raises(UnicodeEncodeError):
+        store.render(True)
+    # ... and the next poll's body is whole and right, with nothing of the failed one.
+    fixed = replace(bad, name="fixed")
+    current[0] = [
+        StoreSnapshot("default", taken_at=3e9, jobs=(good[0], fixed, good[2]), ever_succeeded=True)
+    ]
+    assert_same(store, current[0])
