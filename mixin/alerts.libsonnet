@@ -46,6 +46,24 @@ local promql = import 'lib/promql.libsonnet';
       }[scope],
     },
 
+  // A per-job alert links to the job's page on the exporter. The alert itself has no `instance`
+  // (replicas count once), so by default the link asks Prometheus which replica serves the
+  // store and uses its address; `exporterUrl` replaces that with a fixed (proxied) address.
+  local jobPath = '/jobs/{{ $labels.jobstore | urlquery }}/{{ $labels.job_id | urlquery }}',
+  local jobPage(scope) =
+    if scope != 'job' then {}
+    else if c.exporterUrl != '' then { job_page_url: c.exporterUrl + jobPath }
+    else {
+      // The replica is looked up among the alert's own app (its group labels), so two apps
+      // that both call their store `default` each link to their own exporter.
+      local labels = ['jobstore'] + c.groupLabels,
+      local matchers = std.join(', ', ['%s=%%q' % l for l in labels]),
+      local args = std.join(' ', ['$labels.%s' % l for l in labels]),
+      job_page_url:
+        '{{ with printf `%s` %s | query | sortByLabel "instance" }}' % [sel('jobstore_exporter_source_up', matchers), args]
+        + 'http://{{ . | first | label "instance" }}' + jobPath + '{{ end }}',
+    },
+
   local rule(name, expr, severity, summary, description, for_='', check='', scope='store') = {
     alert: name,
     expr: expr,
@@ -55,7 +73,7 @@ local promql = import 'lib/promql.libsonnet';
       summary: summary,
       description: std.strReplace(description, '$STORE', q.storeText),
       runbook_url: c.runbookUrlPattern % std.asciiLower(name),
-    } + dashboard(scope),
+    } + dashboard(scope) + jobPage(scope),
   },
 
   prometheusAlerts+:: {

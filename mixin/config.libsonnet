@@ -21,6 +21,12 @@
     // wherever your copy of docs/runbook.md is published (a wiki, your Git host).
     runbookUrlPattern: 'docs/runbook.md#%s',
 
+    // The exporter's address as an operator's browser reaches it, for the `job_page_url`
+    // annotation of per-job alerts (the job's page: its last runs and their errors). Empty (the
+    // default) builds it from the `instance` label of a replica that serves the store; set it
+    // when the exporter sits behind a proxy or an ingress, e.g. 'https://scheduler.example.com'.
+    exporterUrl: '',
+
     // Grafana's external address, for the `dashboard_url` annotation; empty leaves it out.
     grafanaUrl: 'http://localhost:3000',
     dashboardUid: 'jobstore-exporter',
