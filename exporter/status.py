@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter import __version__
-from exporter.check import Assessment, assess, humanize_until
+from exporter import __version__, wording
+from exporter.check import Assessment, assess
 from exporter.config import Config
 from exporter.snapshot import SOURCES, Heartbeat, JobRuns, JobView, StoreSnapshot
 from exporter.web.paths import job_path
@@ -188,7 +188,7 @@ def _next_run(job: JobView, now: float) -> dict[str, Any]:
     return {
         **_when("next_run_time", next_run),
         "seconds_until": round(next_run - now, 3) if next_run is not None else None,
-        "until": humanize_until(next_run - now) if next_run is not None else None,
+        "until": wording.until(next_run - now) if next_run is not None else None,
     }
 
 

@@ -121,7 +121,7 @@ async def test_job_page_shows_card_timeline_and_runs(app: App) -> None:
     page = Page(text)
     words = page.words()
     for expected in ("Sync tenants", "Every 20 minutes", "Max instances 3", "Coalesce no",
-                     "Misfire grace 30.0 s", "Last 24h", "Last 7d", "33.3% (1 of 3)"):  # fmt: skip
+                     "Misfire grace 30.00 s", "Last 24h", "Last 7d", "33.3% (1 of 3)"):  # fmt: skip
         assert expected in words, expected
     assert not [t for t, _ in page.tags if t in {"script", "link", "img", "iframe", "object"}]
     # Timeline: one mark per run, coloured by status, the missed run a tick.

@@ -33,6 +33,7 @@ from stores import SEED_JOBS, write_jobs
 from support import Database, need_server
 from test_history_reader import History, ts
 
+from exporter import wording
 from exporter.check import assess
 from exporter.config import load_config
 from exporter.kit.backup import backup_database
@@ -526,7 +527,7 @@ async def test_backups_strip_lists_runs_and_verified_files(
         words = page.words()
         assert "Recent backups" in words and "Last 2 runs of database_backup" in words
         assert first.path.name in words and "verified" in words
-        assert f"{first.path.stat().st_size:,} bytes" in words
+        assert wording.size(first.path.stat().st_size) in words  # "16.0 KiB", as backup list says
         badges = [c for c in page.classes("span") if c.startswith("badge s-")]
         assert badges[:2] == ["badge s-failed", "badge s-success"]
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from exporter.check import humanize_span, humanize_until
+from exporter import wording
 from exporter.web.paths import job_path
 
 NOTHING = Markup('<span class="muted">—</span>')
@@ -56,13 +55,11 @@ def render(template: str, **context: Any) -> str:
 
 
 def utc(unix: float | None) -> str:
-    if unix is None:
-        return ""
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return wording.moment(unix, zone=True) if unix is not None else ""
 
 
 def ago(seconds: float) -> str:
-    return "just now" if seconds < 1 else f"{humanize_span(seconds)} ago"
+    return wording.ago(seconds)
 
 
 def when(item: Mapping[str, Any], key: str, now: float, relative: bool = True) -> Markup:
@@ -75,27 +72,17 @@ def when(item: Mapping[str, Any], key: str, now: float, relative: bool = True) -
     text = f'<time datetime="{html.escape(str(iso))}">{utc(unix)}</time>'
     if relative:
         delta = unix - now
-        words = humanize_until(delta) if delta >= 0 else ago(-delta)
+        words = wording.until(delta) if delta >= 0 else wording.ago(-delta)
         text += f' <span class="muted">({words})</span>'
     return Markup(text)
 
 
 def duration(seconds: float | None) -> Markup | str:
-    if seconds is None:
-        return NOTHING
-    if seconds < 1:
-        return f"{seconds:.2f} s"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        minutes, rest = divmod(int(seconds), 60)
-        return f"{minutes}m {rest:02d}s"
-    hours, rest = divmod(int(seconds) // 60, 60)
-    return f"{hours}h {rest:02d}m"
+    return wording.run_duration(seconds) if seconds is not None else NOTHING
 
 
 def size(value: float | None) -> str:
-    return f"{value:,.0f} bytes" if value is not None else "—"
+    return wording.size(value) if value is not None else "—"
 
 
 def percent(value: float | None) -> str:
