@@ -22,11 +22,7 @@ from rich.text import Text
 
 from exporter.snapshot import JobView, StoreSnapshot, overdue_jobs
 from exporter.store_errors import headline
-from exporter.wording import ago, span, until
-
-# Kept under their old names: the status page words durations through these.
-humanize_span = span
-humanize_until = until
+from exporter.wording import ago, until
 
 UPCOMING = 3
 
