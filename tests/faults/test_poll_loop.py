@@ -192,3 +192,32 @@ async def test_a_failed_round_is_logged_counted_and_the_loop_goes_on(
     assert samples[key] == 1
     crashed = [r for r in caplog.records if "poll loop failed" in r.getMessage()]
     assert len(crashed) == 1 and crashed[0].exc_info is not None
+
+
+async def test_a_table_created_during_the_backoff_shows_within_one_interval(
+    tmp_path: Path,
+) -> None:
+    """The exporter started before the app: the database is there, the job table is not. The
+    wait between full polls has grown (0.2 s doubled to several seconds); the table appears:
+    the check every interval sees it, and the next full poll comes at once."""
+    url = f"sqlite:///{tmp_path / 'app.sqlite'}"
+    sa.create_engine(url).connect().close()  # an empty database file
+    poller = StorePoller(load_config(db_url=url).stores[0])
+    task = asyncio.create_task(poller.run(interval=0.2, max_backoff=30.0))
+    try:
+        started = time.monotonic()
+        while poller.failures_in_row < 6:  # the wait is 0.2 x 2^5 = 6.4 s by now
+            assert not task.done(), task.exception()
+            assert time.monotonic() - started < 30
+            await asyncio.sleep(0.05)
+        write_jobs(url)
+        created = time.monotonic()
+        while not poller.snapshot.up:
+            assert not task.done(), task.exception()
+            assert time.monotonic() - created < 20
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - created
+        assert took < 1.5, f"up {took:.1f} s after the table was created"
+    finally:
+        task.cancel()
+        poller.close()
