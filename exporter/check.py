@@ -1,111 +1,22 @@
 """`jobstore-exporter check`: the seed's health tree, rendered from a snapshot.
 
-The verdict is computed once (:func:`assess`) and then rendered either as the Rich tree
-operators know from the seed or as JSON for scripts, so both always agree.
-
-Past-due jobs mean two different things. When every scheduler process's last heartbeat says
-``stopped``, the scheduler was shut down on purpose and its jobs simply wait for the next start
-("Scheduler stopped"); otherwise a scheduler that should be running is not firing them
-("Scheduler stalled"). Both exit 1, but an operator acts differently on each. "Upcoming" lists
-only runs still in the future; past-due runs are listed as overdue, never as upcoming.
+The verdict comes from :mod:`exporter.health` (computed once, read by every renderer) and is
+rendered here either as the Rich tree operators know from the seed or as JSON for scripts, so
+both always agree with each other and with the status page.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
-from exporter.snapshot import JobView, StoreSnapshot, overdue_jobs
-from exporter.store_errors import headline
-from exporter.wording import ago, until
-
-UPCOMING = 3
-
-
-@dataclass(frozen=True)
-class Assessment:
-    jobstore: str
-    healthy: bool
-    reachable: bool
-    message: str
-    total: int
-    active: int
-    paused: int
-    undecodable: int
-    upcoming: list[JobView] = field(default_factory=list)
-    overdue: list[JobView] = field(default_factory=list)
-    error: str | None = None
-    state: str = "running"  # running | stalled | stopped | unreachable
-
-
-def assess(snapshot: StoreSnapshot, default_grace: float = 60.0) -> Assessment:
-    """Decide healthy / unhealthy / unreachable for one store."""
-    status = snapshot.sources.get("jobs")
-    if status is None or not status.ok:
-        error = status.error if status is not None else "not polled"
-        return Assessment(
-            snapshot.jobstore,
-            False,
-            False,
-            f"{headline(error or '') or 'Job store unreachable'}: {error}",
-            0,
-            0,
-            0,
-            0,
-            error=error,
-            state="unreachable",
-        )
-    total = len(snapshot.jobs)
-    overdue = overdue_jobs(snapshot, default_grace)
-    upcoming = sorted(
-        (
-            job
-            for job in snapshot.jobs
-            if job.next_run_time is not None and job.next_run_time >= snapshot.taken_at
-        ),
-        key=lambda job: job.next_run_time or 0.0,
-    )[:UPCOMING]
-    stopped_at = _stopped_at(snapshot)
-    tasks = f"{total} task{'s' if total != 1 else ''}"
-    if stopped_at is not None:
-        state = "stopped"
-        when = ago(snapshot.taken_at - stopped_at)
-        waiting = f": {len(overdue)} of {total} tasks due, waiting for a start" if overdue else ""
-        message = f"Scheduler stopped {when} with {tasks}{waiting}"
-    elif overdue:
-        state = "stalled"
-        message = f"Scheduler stalled: {len(overdue)} of {total} tasks overdue"
-    else:
-        state = "running"
-        message = f"Scheduler running with {tasks}"
-    return Assessment(
-        jobstore=snapshot.jobstore,
-        healthy=state == "running",
-        state=state,
-        reachable=True,
-        message=message,
-        total=total,
-        active=snapshot.active_jobs,
-        paused=snapshot.paused_jobs,
-        undecodable=snapshot.undecodable,
-        upcoming=upcoming,
-        overdue=overdue,
-    )
-
-
-def _stopped_at(snapshot: StoreSnapshot) -> float | None:
-    """When the scheduler was shut down on purpose: every process's last heartbeat says
-    ``stopped`` (the kit writes it at a clean shutdown). None while any process runs, or when
-    the store has no heartbeats (then past-due jobs can only mean a stall)."""
-    beats = snapshot.heartbeats
-    if not beats or any(beat.state != "stopped" for beat in beats):
-        return None
-    return max(beat.last_seen for beat in beats)
+from exporter.health import Assessment
+from exporter.snapshot import JobView
+from exporter.wording import until
 
 
 def render_tree(

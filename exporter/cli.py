@@ -239,7 +239,8 @@ def check(
     statement_timeout: StatementTimeout = None,
 ) -> None:
     """Check the scheduler's health once. Exit 0 healthy, 1 unhealthy, 2 unreachable/bad config."""
-    from exporter.check import assess, exit_code, render_tree, to_json
+    from exporter.check import exit_code, render_tree, to_json
+    from exporter.health import assess
     from exporter.logs import setup_logging
     from exporter.poller import StorePoller
 

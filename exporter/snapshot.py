@@ -131,20 +131,3 @@ class StoreSnapshot:
     def with_source(self, name: str, status: SourceStatus) -> StoreSnapshot:
         """A copy with one source's status replaced."""
         return replace(self, sources=MappingProxyType({**self.sources, name: status}))
-
-
-def overdue_jobs(snapshot: StoreSnapshot, default_grace: float) -> list[JobView]:
-    """Active jobs whose next fire time had passed by more than their grace when polled.
-
-    Judged against the poll time, not the scrape time: the scheduler advances ``next_run_time``
-    the moment it submits a run, so a row read at poll time is only evidence up to that moment.
-    Jobs with unlimited grace use ``default_grace``.
-    """
-    result = []
-    for job in snapshot.jobs:
-        if job.next_run_time is None:
-            continue
-        grace = job.misfire_grace_time if job.misfire_grace_time is not None else default_grace
-        if snapshot.taken_at - job.next_run_time > grace:
-            result.append(job)
-    return result

@@ -3,7 +3,7 @@
 :func:`build_status` turns the latest snapshots into one plain model (a pure function of the
 snapshots, the clock and the settings; it never reads the database). :func:`render_json` and
 :func:`render_html` only format that model, so the page and the API always say the same thing.
-The verdict line comes from :func:`exporter.check.assess`, so the page agrees with
+The verdicts come from :mod:`exporter.health`, so the page agrees with
 ``jobstore-exporter check`` too.
 
 Everything shown in the page comes from the database (job names, error texts) and is escaped
@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter import __version__, wording
-from exporter.check import Assessment, assess
 from exporter.config import Config
+from exporter.health import Assessment, assess, backup_result
 from exporter.snapshot import SOURCES, Heartbeat, JobRuns, JobView, StoreSnapshot
 from exporter.web.paths import job_path
 
@@ -96,7 +96,13 @@ def build_status(
     ``select`` narrows the ``jobs`` rows (a page of a filtered list); every other figure, the
     verdicts included, still covers the whole store.
     """
+    snapshots = list(snapshots)
     stores = [_store(snapshot, now, options, select) for snapshot in snapshots]
+    backup_failed = sorted(
+        snapshot.jobstore
+        for snapshot in snapshots
+        if backup_result(snapshot, options.backup_job_id(snapshot.jobstore)) is False
+    )
     down = [
         {"jobstore": store["jobstore"], "source": name, "error": source["error"]}
         for store in stores
@@ -111,20 +117,29 @@ def build_status(
         "refresh_seconds": options.refresh_seconds,
         "healthy": healthy,
         "sources_down": down,
-        "headline": _headline(healthy, down),
+        "backups_failed": backup_failed,
+        "headline": _headline(healthy, down, backup_failed),
         "hide_run_errors": options.hide_run_errors,
         "jobstores": stores,
     }
 
 
-def _headline(healthy: bool, down: Sequence[Mapping[str, Any]]) -> str:
+def _headline(
+    healthy: bool, down: Sequence[Mapping[str, Any]], backup_failed: Sequence[str]
+) -> str:
     """The page's one-line verdict: never "healthy" while the exporter cannot read a source,
-    since then it does not know (a failing backup directory hides the backup signals)."""
+    since then it does not know (a failing backup directory hides the backup signals), nor
+    while the latest run of a store's backup job failed."""
     if not healthy:
         return "Attention needed"
+    problems = []
+    if backup_failed:
+        problems.append(f"last backup failed: {', '.join(backup_failed)}")
     if down:
         names = ", ".join(sorted({f"{item['source']} ({item['jobstore']})" for item in down}))
-        return f"Schedulers running; not read: {names}"
+        problems.append(f"not read: {names}")
+    if problems:
+        return "Schedulers running; " + "; ".join(problems)
     return "All schedulers healthy"
 
 

@@ -34,8 +34,8 @@ from support import Database, need_server
 from test_history_reader import History, ts
 
 from exporter import wording
-from exporter.check import assess
 from exporter.config import load_config
+from exporter.health import assess
 from exporter.kit.backup import backup_database
 from exporter.poller import StorePoller
 from exporter.server import create_app
@@ -508,6 +508,30 @@ async def test_headline_is_not_healthy_while_a_source_is_down(
         await asyncio.to_thread(app.sidecar.pollers[0].poll)
         status = await app.json("/api/status")
         assert status["sources_down"] == [] and status["headline"] == "All schedulers healthy"
+
+
+async def test_headline_is_not_healthy_while_the_last_backup_failed(sqlite_db: Database) -> None:
+    """The scheduler runs fine, but its latest backup failed: the headline must say so rather
+    than "All schedulers healthy", and say healthy again once a backup succeeds."""
+    write_jobs(sqlite_db.url)
+    runs = Runs(sqlite_db.url)
+    runs.add("database_backup", "success", 7200, 3.0)
+    runs.add("database_backup", "failed", 3600, 1.0, error="disk full")
+    add_heartbeats(sqlite_db)
+    config = load_config(db_url=sqlite_db.url, poll_interval=3600)
+    async for app in serve(config):
+        status = await app.json("/api/status")
+        assert status["healthy"] is True  # the scheduler itself is fine (as `check` says)
+        assert status["backups_failed"] == ["default"]
+        assert status["headline"] == "Schedulers running; last backup failed: default"
+        _, _, text = await app.get("/")
+        assert "All schedulers healthy" not in text
+        assert "Schedulers running; last backup failed: default" in PagesPage(text).words()
+        runs.add("database_backup", "success", 60, 3.0)
+        await asyncio.to_thread(app.sidecar.pollers[0].poll)
+        status = await app.json("/api/status")
+        assert status["backups_failed"] == [] and status["headline"] == "All schedulers healthy"
+    runs.close()
 
 
 async def test_backups_strip_lists_runs_and_verified_files(

@@ -21,7 +21,8 @@ from aiohttp import web
 from exporter import __version__
 from exporter.config import Config, StoreConfig
 from exporter.decode import DecodedJob, UndecodableJob, decode_job_state
-from exporter.snapshot import JobView, StoreSnapshot, overdue_jobs
+from exporter.health import overdue_jobs
+from exporter.snapshot import JobView, StoreSnapshot
 from exporter.status import (
     SECURITY_HEADERS,
     THREAD_ABOVE_JOBS,
