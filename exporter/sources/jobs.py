@@ -3,7 +3,9 @@
 Reads the three columns directly with SQLAlchemy Core and never goes through
 ``SQLAlchemyJobStore``, whose ``get_all_jobs()`` deletes every row it cannot restore. ``job_state``
 is decoded by the restricted unpickler, and only for rows whose bytes changed since the last
-poll: a steady store costs one SELECT and a dictionary lookup per job.
+poll: a steady store costs one SELECT and a dictionary lookup per job. On PostgreSQL and
+MySQL/MariaDB that SELECT returns ``md5(job_state)`` instead of the bytes, and the bytes of the
+few rows whose digest changed are read by id afterwards.
 
 One bad row costs that row, never the read: a ``job_state`` larger than the decoder accepts is
 not even fetched (the SELECT returns its length instead), an id that is not valid UTF-8 (SQLite
@@ -16,6 +18,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -82,8 +85,13 @@ class JobStoreSource:
 
     def read(self, connection: sa.Connection, now: float | None = None) -> JobsRead:
         """Run the SELECT, decode what changed, and describe every job."""
-        rows = connection.execute(self._query_for(connection.dialect.name)).all()
+        dialect = connection.dialect.name
+        digests = dialect in DIGEST_DIALECTS
+        rows = connection.execute(self._query_for(dialect)).all()
         now = time.time() if now is None else now
+        # With digests, the SELECT returned md5(job_state): the bytes of changed rows (and of
+        # rows whose fire times must be worked out again) are read in a second query.
+        fetched = self._states_needed(connection, rows, now) if digests else {}
         cache: dict[str, _Cached] = {}
         jobs: list[JobView] = []
         undecodable = 0
@@ -91,9 +99,18 @@ class JobStoreSource:
         fire_times: dict[str, tuple[float | None, float]] = {}
         for raw_id, next_run_time, size, state in rows:
             job_id, valid_id = decode_id(raw_id)
-            if isinstance(state, bytearray | memoryview):  # some drivers; never keep a view
-                state = bytes(state)
-            entry, trigger = self._entry(job_id, valid_id, state, size)
+            if digests:
+                digest = state
+                key: object = ("md5", digest) if digest is not None else ("length", size)
+                state = fetched.get(raw_id)
+                cached = self._cache.get(job_id)
+                if digest is not None and state is None and (cached is None or cached.state != key):
+                    continue  # changed, then deleted before its bytes were read: gone
+            else:
+                if isinstance(state, bytearray | memoryview):  # some drivers; never keep a view
+                    state = bytes(state)
+                key = _state_key(state, size)
+            entry, trigger = self._entry(job_id, valid_id, state, size, key)
             cache[job_id] = entry
             if not entry.view.decoded:
                 undecodable += 1
@@ -104,7 +121,7 @@ class JobStoreSource:
                 known = fire_times.get(key) or self._fire_times.get(key)
                 if known is not None and now < known[1]:
                     previous, entry.previous_until = known
-                elif time.monotonic() < budget_ends:
+                elif time.monotonic() < budget_ends and (trigger is not None or state is not None):
                     # Triggers are not kept between polls (a cron trigger is ~4 KB); the row's
                     # bytes are, and decoding them again costs far less than the arithmetic.
                     trigger = trigger if trigger is not None else _trigger_of(state)
@@ -164,16 +181,50 @@ class JobStoreSource:
             if dialect == "sqlite":
                 job_id = sa.cast(job_id, sa.LargeBinary)
                 state = sa.cast(state, sa.LargeBinary)
+            elif dialect in DIGEST_DIALECTS:
+                state = sa.func.md5(state)  # the bytes follow only for rows that changed
             state = sa.case((size <= MAX_JOB_STATE_BYTES, state), else_=sa.null())
             query = sa.select(job_id, column.next_run_time, size, state)
             self._queries[dialect] = query
         return query
 
+    def _states_needed(
+        self, connection: sa.Connection, rows: Sequence[Any], now: float
+    ) -> dict[Any, bytes]:
+        """``job_state`` of the rows whose digest changed, and of unchanged rows whose fire times
+        must be worked out again (about once per run of their trigger), by id.
+
+        A steady poll of a large store then moves ids, fire times and 32-character digests
+        instead of every row's bytes.
+        """
+        cache, fire_times = self._cache, self._fire_times
+        wanted = []
+        for raw_id, _next_run, _size, digest in rows:
+            if digest is None:
+                continue  # too large to fetch (or NULL): judged by its length alone
+            cached = cache.get(raw_id)
+            if cached is None or cached.state != ("md5", digest):
+                wanted.append(raw_id)
+                continue
+            key = cached.trigger_key
+            if key is not None and now >= cached.previous_until:
+                known = fire_times.get(key)
+                if known is None or now >= known[1]:
+                    wanted.append(raw_id)
+        states: dict[Any, bytes] = {}
+        column = self.table.c
+        for start in range(0, len(wanted), FETCH_CHUNK):
+            chunk = wanted[start : start + FETCH_CHUNK]
+            query = sa.select(column.id, column.job_state).where(column.id.in_(chunk))
+            for raw_id, state in connection.execute(query):
+                if state is not None:
+                    states[raw_id] = bytes(state)  # never keep a driver's view
+        return states
+
     def _entry(
-        self, job_id: str, valid_id: bool, state: object, size: object
+        self, job_id: str, valid_id: bool, state: object, size: object, key: object
     ) -> tuple[_Cached, Any]:
         """The cached row, and the decoded trigger when the row had to be decoded now."""
-        key = _state_key(state, size)
         cached = self._cache.get(job_id)
         if cached is not None and cached.state == key:
             return cached, None
@@ -230,6 +281,12 @@ class JobStoreSource:
         )
         return _Cached(key, view, trigger_key), job.trigger
 
+
+DIGEST_DIALECTS = frozenset({"postgresql", "mysql", "mariadb"})
+"""Where the SELECT compares ``md5(job_state)``, computed by the server, instead of the bytes."""
+
+FETCH_CHUNK = 500
+"""Ids per query when the bytes of changed rows are read."""
 
 _KEEP_BYTES = 64 * 1024
 """Rows up to this size are remembered by their bytes, larger ones by a digest."""

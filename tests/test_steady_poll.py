@@ -1,0 +1,73 @@
+"""Steady polls on PostgreSQL and MariaDB read digests, and the bytes only of changed rows.
+
+The job store SELECT returns ``md5(job_state)`` there; a row's bytes are read (by id) only when
+its digest changed, or when its fire times must be worked out again. Stores are written by a
+real APScheduler; the statements the sidecar sends are observed on its own engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from stores import write_jobs
+from support import Database
+
+from exporter.config import load_config
+from exporter.poller import StorePoller
+
+
+class Statements:
+    """The statements a poller's engine runs, as the driver gets them."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.seen: list[tuple[str, object]] = []
+        sa.event.listen(engine, "before_cursor_execute", self._note)
+
+    def _note(self, conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        self.seen.append((statement, parameters))
+
+    def take(self) -> list[tuple[str, object]]:
+        seen, self.seen = self.seen, []
+        return seen
+
+    def state_reads(self) -> list[object]:
+        """Parameters of the statements that read job_state bytes by id."""
+        return [
+            params
+            for statement, params in self.take()
+            if "job_state" in statement and " IN " in statement.upper() and "md5" not in statement
+        ]
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server_db(request: pytest.FixtureRequest) -> Iterator[Database]:
+    yield request.getfixturevalue("pg_db" if request.param == "postgresql" else "mariadb_db")
+
+
+def test_steady_polls_read_digests_and_changed_rows_only(server_db: Database) -> None:
+    expected = write_jobs(server_db.url)
+    poller = StorePoller(load_config(db_url=server_db.url).stores[0])
+    statements = Statements(poller.engine)
+
+    first = poller.poll()
+    assert {job.id: job.next_run_time for job in first.jobs} == pytest.approx(expected)
+    reads = statements.state_reads()
+    assert reads, "the first poll reads every row's bytes"
+
+    second = poller.poll()
+    assert statements.state_reads() == [], "a steady poll reads no job_state"
+    assert second.jobs == first.jobs
+    assert all(a is b for a, b in zip(second.jobs, first.jobs, strict=True))
+
+    paused = write_jobs(server_db.url, jobs=[], pause=("report_gen",))
+    third = poller.poll()
+    reads = statements.state_reads()
+    assert len(reads) == 1 and "report_gen" in repr(reads[0])
+    assert "cleanup_temp" not in repr(reads[0]) and "database_backup" not in repr(reads[0])
+    by_id = {job.id: job for job in third.jobs}
+    assert by_id["report_gen"].paused and paused["report_gen"] is None
+    assert by_id["cleanup_temp"] is {job.id: job for job in second.jobs}["cleanup_temp"]
+    poller.close()
