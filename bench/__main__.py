@@ -210,6 +210,11 @@ def table_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
                  f"{_n(render['after_poll_ms'], 0)} / {_n(render['clock_part_ms'], 0)}", "", "",
                  "", "")
             )  # fmt: skip
+            if render.get("after_change_ms") is not None:
+                rows.append(
+                    ("render after 1% changed ms", *at, _n(render["after_change_ms"], 1),
+                     "", "", "", "")
+                )  # fmt: skip
             rows.append(
                 ("cached scrape, in process ms", *at, f"{render['cached_scrape_ms']:.3f}",
                  "", "", "", "")

@@ -13,8 +13,8 @@ heartbeat tables, which in a steady state return nothing new):
   fetched fully (median), with the cyclic GC paused.
 
 Then the same sidecar's renderers (`Sidecar.bodies`) on the polled snapshot: a render after a
-poll (everything), a render of the clock part alone (what changes every second), and a scrape
-served from cache.
+poll (everything), a render of the clock part alone (what changes every second), a scrape
+served from cache, and a render after a poll in which 1% of the jobs changed.
 
     python -m bench.poll URL [--rounds 7]
 """
@@ -88,7 +88,8 @@ def measure(url: str, rounds: int = 7, changed_rounds: int = 3) -> dict[str, Any
         result["ratio_steady"] = round(result["steady_ms"] / result["floor_ms"], 2)
         result["ratio_changed"] = round(result["changed_ms"] / result["floor_ms"], 2)
         try:
-            result["render"] = asyncio.run(render_costs(sidecar))
+            change = lambda: change_states(url, 0.01, round_=changed_rounds + 1)  # noqa: E731
+            result["render"] = asyncio.run(render_costs(sidecar, change))
         except Exception as exc:  # noqa: BLE001 - internal API; report rather than fail the suite
             result["render"] = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
@@ -97,8 +98,9 @@ def measure(url: str, rounds: int = 7, changed_rounds: int = 3) -> dict[str, Any
     return result
 
 
-async def render_costs(sidecar: Sidecar) -> dict[str, Any]:
-    """What `serve` spends on bodies: after a poll, each second, and per cached scrape."""
+async def render_costs(sidecar: Sidecar, change: Any = None) -> dict[str, Any]:
+    """What `serve` spends on bodies: after a poll, after a poll in which 1% of the jobs
+    changed (``change()`` rewrites them), each second, and per cached scrape."""
     fake_clock = [0.0]
     sidecar.bodies.clock = lambda: fake_clock[0]
     await sidecar.bodies.get(ACCEPT)  # warm
@@ -111,8 +113,14 @@ async def render_costs(sidecar: Sidecar) -> dict[str, Any]:
         fake_clock[0] += 10.0
         clock_renders.append(await _atimed(sidecar.bodies.refresh()))
     cached = [await _atimed(sidecar.bodies.get(ACCEPT)) for _ in range(50)]
+    after_change = None
+    if change is not None:
+        change()
+        sidecar.pollers[0].poll()
+        after_change = await _atimed(sidecar.bodies.refresh())
     return {
         "after_poll_ms": round(after_poll * 1000, 1),
+        "after_change_ms": None if after_change is None else round(after_change * 1000, 1),
         "clock_part_ms": round(statistics.median(clock_renders) * 1000, 1),
         "cached_scrape_ms": round(statistics.median(cached) * 1000, 3),
     }

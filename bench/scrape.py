@@ -36,7 +36,7 @@ ACCEPT = (
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
 HEADERS = {"Accept": ACCEPT, "Accept-Encoding": "gzip"}
-POLL_INTERVAL = 5.0
+POLL_INTERVAL = 2.0  # a poll every 2 s during the load: renders and polls land among the scrapes
 ROOT = Path(__file__).resolve().parent.parent
 
 
