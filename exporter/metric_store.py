@@ -214,7 +214,9 @@ class MetricStore:
         self._lock = threading.Lock()
         self._seen: tuple[StoreSnapshot, ...] = ()
         self._stores: dict[str, _StoreLines] = {}
-        self._parts: list[tuple[Family, list[bytes]]] = []
+        # Per static family, the runs of lines that make it: whole kept columns (referenced, not
+        # copied) and the lines encoded at this poll.
+        self._parts: list[list[list[bytes]]] = []
         self._headers = {flag: [header(f, flag) for f in STATIC] for flag in (False, True)}
 
     def render(self, openmetrics: bool) -> bytes:
@@ -228,9 +230,10 @@ class MetricStore:
                 self._stores, self._parts, self._seen = {}, [], ()
                 raise
             chunks: list[bytes] = []
-            for head, (_, parts) in zip(self._headers[openmetrics], self._parts, strict=True):
+            for head, parts in zip(self._headers[openmetrics], self._parts, strict=True):
                 chunks.append(head)
-                chunks.extend(parts)
+                for run in parts:
+                    chunks.extend(run)
             return b"".join(chunks)
 
     @property
@@ -253,19 +256,19 @@ class MetricStore:
             kept.setdefault(store.name, lines)
             ordered.append(lines)
         self._stores = kept  # a store gone from the configuration leaves with its lines
-        self._parts = [(family, self._family_parts(family, stores, ordered)) for family in STATIC]
+        self._parts = [self._family_parts(family, stores, ordered) for family in STATIC]
         self._seen = snaps
 
     def _family_parts(
         self, family: Family, stores: Sequence[Store], lines: Sequence[_StoreLines]
-    ) -> list[bytes]:
+    ) -> list[list[bytes]]:
         index = _KEPT_INDEX.get(id(family))
         if index is not None:
-            parts: list[bytes] = []
-            for store, kept in zip(stores, lines, strict=True):
-                if family.when(store):
-                    parts.extend(kept.columns[index])
-            return parts
+            return [
+                kept.columns[index]
+                for store, kept in zip(stores, lines, strict=True)
+                if family.when(store)
+            ]
         if family.per_job is not None:  # volatile: asked for the jobs it may concern
             samples = [
                 sample
@@ -273,5 +276,5 @@ class MetricStore:
                 if family.when(store)
                 for sample in kept.volatile(family, store)
             ]
-            return [encode(family, samples)]
-        return [encode(family, family.samples(stores, self.settings))]  # a few lines per store
+            return [[encode(family, samples)]]
+        return [[encode(family, family.samples(stores, self.settings))]]  # a few lines per store

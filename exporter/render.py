@@ -56,8 +56,18 @@ Encoder = Callable[[CollectorRegistry], bytes]
 
 @dataclass(frozen=True, slots=True)
 class _Part:
-    plain: bytes
+    """A rendered part, gzipped; the plain bytes are kept only for the small clock part.
+
+    The static part is most of the body and Prometheus asks for gzip: keeping its plain bytes
+    beside the gzipped ones (and beside the metric store's kept lines) would hold the body twice
+    per format. A scrape without gzip gets them decompressed (one C call)."""
+
+    kept_plain: bytes | None
     gzipped: bytes
+
+    @property
+    def plain(self) -> bytes:
+        return self.kept_plain if self.kept_plain is not None else gzip.decompress(self.gzipped)
 
 
 @dataclass
@@ -191,7 +201,7 @@ class BodyCache:
                 content_type,
                 "static",
                 None if previous is None else previous.static,
-                lambda: _compressed(self.static(openmetrics)),
+                lambda: _compressed(self.static(openmetrics), keep_plain=False),
             )
         clock_part = await self._part(
             content_type,
@@ -252,5 +262,5 @@ def _render(
     return _compressed(plain)
 
 
-def _compressed(plain: bytes) -> _Part:
-    return _Part(plain, gzip.compress(plain, GZIP_LEVEL, mtime=0))
+def _compressed(plain: bytes, *, keep_plain: bool = True) -> _Part:
+    return _Part(plain if keep_plain else None, gzip.compress(plain, GZIP_LEVEL, mtime=0))
