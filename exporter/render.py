@@ -8,15 +8,16 @@ per-thread allocator arenas would each keep their own high-water mark) and kept:
   format (text or OpenMetrics) by ``metric_store.MetricStore``, which re-encodes only the jobs
   that changed, and gzipped once;
 * the **clock part** (what the scrape time changes: ``*_next_run_delta_seconds``, heartbeat
-  freshness, process metrics): rendered again after a poll or after ``max_age`` (1 s).
+  freshness, process metrics): rendered again after a poll or after ``max_age`` (1 s); a
+  scrape within ``2 * max_age`` of the last one gets that body while the new one renders.
 
 Both parts of a body come from the same snapshots, so a body never mixes two polls. A poll
 starts the render of its body at once (``refresh_soon``); scrapes that arrive meanwhile get the
 last complete body (stale by at most that render, well under a second at 10k jobs) instead of
-queueing behind it. Only the first scrape of a format, and a clock part older than ``max_age``
-(cheap), are waited for. A gzip stream may consist of several members (RFC 1952) and
-Prometheus' reader takes them in sequence, so the gzipped body is the cached static member
-followed by the small clock member, joined once per body, not per scrape.
+queueing behind it. Only the first scrape of a format, and a clock part older than twice
+``max_age`` (after a quiet spell), are waited for. A gzip stream may consist of several
+members (RFC 1952) and Prometheus' reader takes them in sequence, so the gzipped body is the
+cached static member followed by the small clock member, joined once per body, not per scrape.
 
 A render that fails is loud, never a silently stale body: it is logged (one line, once per poll
 and part), counted in ``jobstore_exporter_render_errors_total`` (served with the clock part),
@@ -152,9 +153,15 @@ class BodyCache:
             # complete body is served, instead of queueing every scrape behind the render.
             self._render(content_type, encoder)
             return body
-        if self.clock() - body.made >= self.max_age:
-            # Same poll, old clock part: re-rendering it is cheap, and the deltas must be now.
-            return await asyncio.shield(self._render(content_type, encoder))
+        age = self.clock() - body.made
+        if age >= self.max_age:
+            # Same poll, old clock part: re-rendered now. While scrapes keep coming, they get the
+            # body of a second ago meanwhile rather than queue behind the render (the deltas are
+            # then at most about two seconds old); after a quiet spell, the first one waits.
+            render = self._render(content_type, encoder)
+            if age < 2 * self.max_age:
+                return body
+            return await asyncio.shield(render)
         return body
 
     def refresh_soon(self) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -237,6 +238,9 @@ def create_app(
 
 SIDECAR: web.AppKey[Sidecar] = web.AppKey("sidecar")
 
+SWITCH_INTERVAL = 0.0005
+"""Seconds a thread may hold the GIL while another waits for it (see ``serve``)."""
+
 
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
@@ -274,6 +278,10 @@ async def serve(
     configuration.
     """
     memory.tune_allocator()  # before the first poll and render allocate their buffers
+    # Polls and renders run on threads and hold the GIL in stretches; a thread that wants it is
+    # handed it after at most this long. Python's default (5 ms) let a scrape wait that long at
+    # each step of its handling while a poll ran.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     sidecar = Sidecar(config, loader=loader)
     runner, connections = make_runner(sidecar, web_config)
     tls = connections.tls
