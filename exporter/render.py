@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gzip
 import logging
 import time
@@ -144,7 +145,7 @@ class BodyCache:
         return f"rendering the {part} part of /metrics ({kind}) failed: {reason}"
 
     async def get(self, accept: str) -> Body:
-        encoder, content_type = choose_encoder(accept)
+        encoder, content_type = _negotiated(accept)
         body = self._bodies.get(content_type)
         if body is None:
             return await asyncio.shield(self._render(content_type, encoder))
@@ -247,6 +248,13 @@ class BodyCache:
             return last_good
         self._failing.pop((content_type, part), None)
         return result
+
+
+@functools.lru_cache(maxsize=64)
+def _negotiated(accept: str) -> tuple[Encoder, str]:
+    """``choose_encoder`` per distinct Accept header: a scraper sends the same one every time,
+    and parsing it cost more than the rest of serving a cached body."""
+    return choose_encoder(accept)
 
 
 def _retrieve(render: asyncio.Future[Body]) -> None:
