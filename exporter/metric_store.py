@@ -18,6 +18,7 @@ the two to each other on random snapshots.
 
 from __future__ import annotations
 
+import gzip
 import math
 import operator
 import threading
@@ -37,6 +38,15 @@ _KEPT_INDEX = {id(family): index for index, family in enumerate(KEPT)}
 # Per-job families judged against the poll time: asked every poll, for the jobs they may concern.
 VOLATILE = tuple(f for f in STATIC if f.per_job is not None and f.volatile)
 _T = TypeVar("_T")
+
+BLOCK = 1024
+"""Rows per gzip member of a column: a poll recompresses the blocks whose bytes changed."""
+GZIP_LEVEL = 5
+
+
+def gzipped(data: bytes) -> bytes:
+    """One gzip member, dated 0 so that equal bytes compress to equal bytes."""
+    return gzip.compress(data, GZIP_LEVEL, mtime=0)
 
 
 def _escape(value: str) -> str:
@@ -97,6 +107,9 @@ class _StoreLines:
         self.runs: dict[str, JobRuns] = {}
         self.position: dict[str, int] = {}
         self.columns: list[list[bytes]] = [[] for _ in KEPT]
+        # Per column, the gzip member of each block of BLOCK rows; None once a row of the
+        # block changed (compressed again when a body asks for it).
+        self.members: list[list[bytes | None]] = [[] for _ in KEPT]
         self.due: list[float] = []  # per job: no volatile sample before this poll time
         self.encoded = 0  # jobs encoded again by the last update (for the bench and the tests)
 
@@ -127,9 +140,27 @@ class _StoreLines:
         self.runs = runs
 
     def _encode(self, store: Store, i: int, view: JobView, runs: JobRuns | None) -> None:
-        for column, lines in zip(self.columns, _encode_job(store, view, runs), strict=True):
-            column[i] = lines
+        block = i // BLOCK
+        for column, members, lines in zip(
+            self.columns, self.members, _encode_job(store, view, runs), strict=True
+        ):
+            if column[i] != lines:  # a renamed job changes its info line, not its others
+                column[i] = lines
+                members[block] = None
         self.due[i] = _due(view, store.settings)
+
+    @property
+    def blocks(self) -> int:
+        return -(-len(self.views) // BLOCK)
+
+    def member(self, index: int, block: int) -> bytes:
+        """The gzip member of one block of one column (empty when the block has no lines)."""
+        found = self.members[index][block]
+        if found is None:
+            lines = b"".join(self.columns[index][block * BLOCK : (block + 1) * BLOCK])
+            found = gzipped(lines) if lines else _EMPTY
+            self.members[index][block] = found
+        return found
 
     def _rebuild(
         self, store: Store, views: tuple[JobView, ...], runs: dict[str, JobRuns], touched: set[str]
@@ -147,6 +178,7 @@ class _StoreLines:
             else:
                 picks.append(p)
         self.columns = [_pick([*column, _EMPTY], picks) for column in self.columns]
+        self.members = [[None] * -(-len(views) // BLOCK) for _ in KEPT]  # rows moved: all new
         self.due = _pick([*self.due, math.inf], picks)
         self.position = {view.id: i for i, view in enumerate(views)}
         for i in fresh:
@@ -214,27 +246,63 @@ class MetricStore:
         self._lock = threading.Lock()
         self._seen: tuple[StoreSnapshot, ...] = ()
         self._stores: dict[str, _StoreLines] = {}
-        # Per static family, the runs of lines that make it: whole kept columns (referenced, not
-        # copied) and the lines encoded at this poll.
-        self._parts: list[list[list[bytes]]] = []
+        # Per static family: the kept lines of the stores it has lines from (referenced, not
+        # copied), or the lines encoded at this poll, and those gzipped (once asked for).
+        self._parts: list[tuple[Family, list[_StoreLines], bytes | None]] = []
+        self._small_gzipped: dict[int, bytes] = {}
         self._headers = {flag: [header(f, flag) for f in STATIC] for flag in (False, True)}
+        self._gzipped_headers = {
+            flag: [gzipped(head) for head in heads] for flag, heads in self._headers.items()
+        }
 
     def render(self, openmetrics: bool) -> bytes:
         """The static part in one format (OpenMetrics without ``# EOF``: the clock part ends
         the body)."""
         with self._lock:
-            try:
-                self._update(tuple(self.snapshots()))
-            except BaseException:
-                # Half-updated lines must never be served or built upon: start again next time.
-                self._stores, self._parts, self._seen = {}, [], ()
-                raise
+            self._update_or_forget()
             chunks: list[bytes] = []
-            for head, parts in zip(self._headers[openmetrics], self._parts, strict=True):
+            for head, (family, stores, lines) in zip(
+                self._headers[openmetrics], self._parts, strict=True
+            ):
                 chunks.append(head)
-                for run in parts:
-                    chunks.extend(run)
+                if lines is not None:
+                    chunks.append(lines)
+                    continue
+                index = _KEPT_INDEX[id(family)]
+                for kept in stores:
+                    chunks.extend(kept.columns[index])
             return b"".join(chunks)
+
+    def render_gzipped(self, openmetrics: bool) -> bytes:
+        """The static part gzipped, as gzip members (RFC 1952) one after the other: a member per
+        family header and per block of rows of a column, each compressed again only when a row
+        of it changed. Decompressed, it is :meth:`render`'s bytes."""
+        with self._lock:
+            self._update_or_forget()
+            chunks: list[bytes] = []
+            for k, (head, (family, stores, lines)) in enumerate(
+                zip(self._gzipped_headers[openmetrics], self._parts, strict=True)
+            ):
+                chunks.append(head)
+                if lines is not None:
+                    if lines:
+                        small = self._small_gzipped.get(k)
+                        if small is None:
+                            small = self._small_gzipped[k] = gzipped(lines)
+                        chunks.append(small)
+                    continue
+                index = _KEPT_INDEX[id(family)]
+                for kept in stores:
+                    chunks.extend(kept.member(index, block) for block in range(kept.blocks))
+            return b"".join(chunks)
+
+    def _update_or_forget(self) -> None:
+        try:
+            self._update(tuple(self.snapshots()))
+        except BaseException:
+            # Half-updated lines must never be served or built upon: start again next time.
+            self._stores, self._parts, self._seen = {}, [], ()
+            raise
 
     @property
     def encoded(self) -> int:
@@ -257,24 +325,21 @@ class MetricStore:
             ordered.append(lines)
         self._stores = kept  # a store gone from the configuration leaves with its lines
         self._parts = [self._family_parts(family, stores, ordered) for family in STATIC]
+        self._small_gzipped = {}
         self._seen = snaps
 
     def _family_parts(
         self, family: Family, stores: Sequence[Store], lines: Sequence[_StoreLines]
-    ) -> list[list[bytes]]:
-        index = _KEPT_INDEX.get(id(family))
-        if index is not None:
-            return [
-                kept.columns[index]
-                for store, kept in zip(stores, lines, strict=True)
-                if family.when(store)
-            ]
+    ) -> tuple[Family, list[_StoreLines], bytes | None]:
+        if id(family) in _KEPT_INDEX:
+            kept = [each for store, each in zip(stores, lines, strict=True) if family.when(store)]
+            return family, kept, None
         if family.per_job is not None:  # volatile: asked for the jobs it may concern
             samples = [
                 sample
-                for store, kept in zip(stores, lines, strict=True)
+                for store, kept_lines in zip(stores, lines, strict=True)
                 if family.when(store)
-                for sample in kept.volatile(family, store)
+                for sample in kept_lines.volatile(family, store)
             ]
-            return [[encode(family, samples)]]
-        return [[encode(family, family.samples(stores, self.settings))]]  # a few lines per store
+            return family, [], encode(family, samples)
+        return family, [], encode(family, family.samples(stores, self.settings))

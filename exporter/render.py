@@ -6,7 +6,7 @@ per-thread allocator arenas would each keep their own high-water mark) and kept:
 
 * the **static part** (everything a new poll changes): rendered once per snapshot version and
   format (text or OpenMetrics) by ``metric_store.MetricStore``, which re-encodes only the jobs
-  that changed, and gzipped once;
+  that changed and hands it over gzipped, recompressing only the blocks of lines that changed;
 * the **clock part** (what the scrape time changes: ``*_next_run_delta_seconds``, heartbeat
   freshness, process metrics): rendered again after a poll or after ``max_age`` (1 s); a
   scrape within ``2 * max_age`` of the last one gets that body while the new one renders.
@@ -119,9 +119,10 @@ class BodyCache:
         max_age: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``static(openmetrics)`` renders the static part (OpenMetrics without ``# EOF``: see
-        ``metric_store.py``); ``version()`` changes whenever the snapshots do (e.g. their poll
-        times); ``deltas()`` gives the directly formatted lines that start the clock part."""
+        """``static(openmetrics)`` renders the static part gzipped (OpenMetrics without
+        ``# EOF``: see ``metric_store.py``, which recompresses only what changed);
+        ``version()`` changes whenever the snapshots do (e.g. their poll times); ``deltas()``
+        gives the directly formatted lines that start the clock part."""
         self.static = static
         self.clock_part = clock_part
         self.deltas = deltas
@@ -209,7 +210,7 @@ class BodyCache:
                 content_type,
                 "static",
                 None if previous is None else previous.static,
-                lambda: _compressed(self.static(openmetrics), keep_plain=False),
+                lambda: _Part(None, self.static(openmetrics)),
             )
         clock_part = await self._part(
             content_type,
@@ -277,5 +278,5 @@ def _render(
     return _compressed(plain)
 
 
-def _compressed(plain: bytes, *, keep_plain: bool = True) -> _Part:
-    return _Part(plain if keep_plain else None, gzip.compress(plain, GZIP_LEVEL, mtime=0))
+def _compressed(plain: bytes) -> _Part:
+    return _Part(plain, gzip.compress(plain, GZIP_LEVEL, mtime=0))

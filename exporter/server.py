@@ -69,7 +69,7 @@ class Sidecar:
         # The static part: each job's lines are encoded again only when the job changed.
         static = MetricStore(self.snapshots, clock.settings)
         self.bodies = BodyCache(
-            static.render,
+            static.render_gzipped,
             clock_registry(clock),
             lambda: tuple(p.snapshot.taken_at for p in pollers),
             deltas=lambda: render_deltas([p.snapshot for p in pollers], time.time()),

@@ -9,6 +9,7 @@ The render is made slow here by its deltas, which wait for the test to let them 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 
 from prometheus_client.registry import CollectorRegistry
@@ -30,7 +31,7 @@ async def test_a_scrape_gets_the_last_body_while_the_clock_part_renders() -> Non
         return f"# HELP d d\n# TYPE d gauge\nd {renders[0]}.0\n".encode()
 
     cache = BodyCache(
-        lambda openmetrics: b"# HELP s s\n# TYPE s gauge\ns 1.0\n",
+        lambda openmetrics: gzip.compress(b"# HELP s s\n# TYPE s gauge\ns 1.0\n"),
         CollectorRegistry(auto_describe=False),
         lambda: 1,
         deltas=deltas,

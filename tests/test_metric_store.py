@@ -9,6 +9,7 @@ never go stale. On a real store, a poll in which one job changed re-encodes that
 
 from __future__ import annotations
 
+import gzip
 import math
 from collections.abc import Iterable
 from dataclasses import replace
@@ -204,6 +205,9 @@ def assert_same(store: MetricStore, snaps: list[StoreSnapshot]) -> None:
     mine_om = store.render(True) + b"# EOF\n"
     assert mine_text == text
     assert mine_om == openmetrics
+    # Gzipped: members kept per block of lines, recompressed only where lines changed.
+    assert gzip.decompress(store.render_gzipped(False)) == text
+    assert gzip.decompress(store.render_gzipped(True)) + b"# EOF\n" == openmetrics
     assert samples(parse_text(mine_text.decode())) == samples(parse_text(text.decode()))
     assert samples(parse_om(mine_om.decode())) == samples(parse_om(openmetrics.decode()))
 
