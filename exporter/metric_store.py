@@ -65,10 +65,22 @@ def _line(name: str, labels: Iterable[tuple[str, str]], value: float) -> str:
     )
 
 
+_JOB_LABELS = ("jobstore", "job_id")
+
+
 def encode(family: Family, samples: Iterable[Sample]) -> bytes:
     """The sample lines of ``samples`` (full label values), as prometheus_client writes them."""
     names = family.labels
     name = family.name
+    if names == _JOB_LABELS and family.kind != "histogram":
+        # Most per-job families: the label order (job_id sorts before jobstore) is known.
+        return "".join(
+            [
+                f'{name}{{job_id="{_escape(job)}",jobstore="{_escape(store)}"}} '
+                f"{floatToGoString(value)}\n"
+                for (store, job), value in samples  # type: ignore[misc]
+            ]
+        ).encode()
     lines: list[str] = []
     for values, value in samples:
         labels = list(zip(names, values, strict=True))
