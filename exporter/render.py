@@ -58,23 +58,18 @@ Encoder = Callable[[CollectorRegistry], bytes]
 
 @dataclass(frozen=True, slots=True)
 class _Part:
-    """A rendered part, gzipped; the plain bytes are kept only for the small clock part.
+    """A rendered part, kept gzipped only.
 
-    The static part is most of the body and Prometheus asks for gzip: keeping its plain bytes
-    beside the gzipped ones (and beside the metric store's kept lines) would hold the body twice
-    per format. A scrape without gzip gets them decompressed (one C call)."""
+    Prometheus asks for gzip; keeping each part's plain bytes too (beside the metric store's
+    kept lines) would hold every body twice per format. A scrape without gzip gets the body
+    decompressed (one C call)."""
 
-    kept_plain: bytes | None
     gzipped: bytes
-
-    @property
-    def plain(self) -> bytes:
-        return self.kept_plain if self.kept_plain is not None else gzip.decompress(self.gzipped)
 
 
 @dataclass
 class Body:
-    """One complete body in one format; the plain join is made only if someone asks for it."""
+    """One complete body in one format; the plain bytes are made only if someone asks."""
 
     content_type: str
     version: Hashable
@@ -89,7 +84,7 @@ class Body:
 
     @cached_property
     def plain(self) -> bytes:
-        return self.static.plain + self.clock.plain
+        return gzip.decompress(self.gzipped)
 
 
 class RenderError(Exception):
@@ -210,7 +205,7 @@ class BodyCache:
                 content_type,
                 "static",
                 None if previous is None else previous.static,
-                lambda: _Part(None, self.static(openmetrics)),
+                lambda: _Part(self.static(openmetrics)),
             )
         clock_part = await self._part(
             content_type,
@@ -279,4 +274,4 @@ def _render(
 
 
 def _compressed(plain: bytes) -> _Part:
-    return _Part(plain, gzip.compress(plain, GZIP_LEVEL, mtime=0))
+    return _Part(gzip.compress(plain, GZIP_LEVEL, mtime=0))
