@@ -44,7 +44,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -56,17 +56,12 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from exporter.backup_files import (
-    EXTENSIONS,
-    KINDS_BY_EXT,
-    BackupFile,
-    ManifestEntry,
-    backup_name,
-    list_backups,
-    read_manifest,
-    write_manifest,
-)
+from exporter.backup_files import EXTENSIONS, KINDS_BY_EXT, backup_name
+from exporter.backup_files import BackupFile as BackupFile  # re-exported: callers use kit.backup
+from exporter.backup_files import list_backups as list_backups
 from exporter.kit.engine import describe_url, normalize_url, redact
+from exporter.kit.rotation import forget, fsync_dir, record, rotate, warn_untrusted
+from exporter.kit.rotation import rotation_victims as rotation_victims
 
 log = logging.getLogger("exporter.kit.backup")
 
@@ -144,7 +139,7 @@ class BackupResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Names and rotation
+# Names (rotation and the manifest: exporter.kit.rotation)
 # --------------------------------------------------------------------------------------------
 
 
@@ -166,65 +161,6 @@ def backup_prefix(url: sa.URL) -> str:
     raw = Path(url.database or "").stem if backend_kind(url) == "sqlite" else url.database or ""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", raw).lstrip("._-")
     return cleaned or "database"
-
-
-def rotation_victims(
-    files: list[BackupFile],
-    *,
-    keep: int,
-    max_age_days: float | None = None,
-    now: datetime | None = None,
-    protect: Path | None = None,
-) -> list[BackupFile]:
-    """The files rotation deletes: beyond the newest `keep`, or older than `max_age_days`.
-
-    The newest file and `protect` (the backup just verified) are never among them.
-    """
-    if keep < 1:
-        raise ValueError("keep must be at least 1")
-    now = now or datetime.now(UTC)
-    ordered = sorted(files, key=lambda f: (f.taken_at, f.mtime, f.path.name), reverse=True)
-    max_age = timedelta(days=max_age_days) if max_age_days is not None else None
-    victims = []
-    for rank, item in enumerate(ordered):
-        if rank == 0 or item.path == protect:
-            continue
-        if rank >= keep or (max_age is not None and now - item.taken_at > max_age):
-            victims.append(item)
-    return victims
-
-
-def rotate(
-    directory: Path,
-    prefix: str,
-    ext: str,
-    *,
-    keep: int,
-    max_age_days: float | None = None,
-    protect: Path | None = None,
-    now: datetime | None = None,
-) -> tuple[Path, ...]:
-    """Delete what `rotation_victims` names among this database's backups; return the paths."""
-    removed = []
-    victims = rotation_victims(
-        list_backups(directory, prefix=prefix, ext=ext),
-        keep=keep,
-        max_age_days=max_age_days,
-        now=now,
-        protect=protect,
-    )
-    for item in victims:
-        try:
-            item.path.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            log.warning("could not delete old backup %s: %s", item.path, exc.strerror or exc)
-            continue
-        removed.append(item.path)
-    if removed:
-        _fsync_dir(directory)
-    return tuple(removed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,9 +370,9 @@ def backup_database(
                 raise BackupError(f"{final} appeared while the backup ran; retry")
             os.rename(temp, final)
             renamed = True
-            _fsync_dir(directory)
+            fsync_dir(directory)
             size = final.stat().st_size
-            _record(directory, prefix, final, check.detail)
+            record(directory, prefix, final, check.detail)
         except BaseException as exc:
             _discard(temp)
             if renamed:  # not recorded in the manifest: it would only sit there untrusted
@@ -448,8 +384,8 @@ def backup_database(
         removed = rotate(
             directory, prefix, ext, keep=keep, max_age_days=max_age_days, protect=final
         )
-        _forget(directory, prefix, removed)
-        _warn_untrusted(directory, prefix)
+        forget(directory, prefix, removed)
+        warn_untrusted(directory, prefix)
     duration = time.monotonic() - started
     log.info(
         "database backup of %s written to %s (%s, %s) in %.1f s%s",
@@ -461,47 +397,6 @@ def backup_database(
         f"; removed {len(removed)} old backups" if removed else "",
     )
     return BackupResult(final, kind, size, taken_at, duration, check.detail, removed)
-
-
-def _record(directory: Path, prefix: str, final: Path, verification: str) -> None:
-    """Add the verified backup to the prefix's manifest (created on the first run: the
-    backups already there, except names dated in the future, are taken over as they are, so
-    an upgrade keeps its history and rotation still ages them out)."""
-    entries = read_manifest(directory, prefix)
-    if entries is None:
-        entries = {
-            item.path.name: ManifestEntry(
-                item.path.name, item.size, int(item.mtime), "present before the manifest"
-            )
-            for item in list_backups(directory, prefix=prefix)
-            if item.size > 0
-        }
-    info = final.stat()
-    entries[final.name] = ManifestEntry(final.name, info.st_size, int(info.st_mtime), verification)
-    present = {name: e for name, e in entries.items() if (directory / name).is_file()}
-    write_manifest(directory, prefix, present.values())
-    _fsync_dir(directory)
-
-
-def _forget(directory: Path, prefix: str, removed: tuple[Path, ...]) -> None:
-    if not removed:
-        return
-    entries = read_manifest(directory, prefix) or {}
-    gone = {path.name for path in removed}
-    write_manifest(directory, prefix, [e for name, e in entries.items() if name not in gone])
-    _fsync_dir(directory)
-
-
-def _warn_untrusted(directory: Path, prefix: str) -> None:
-    for item in list_backups(directory, prefix=prefix, untrusted=True):
-        if not item.trusted:
-            log.warning(
-                "backup_dir %s: ignored %s (%s); it does not count among the backups kept and "
-                "is left alone: remove it if it is not a backup you made",
-                directory,
-                item.path.name,
-                item.untrusted,
-            )
 
 
 def _prepare_directory(directory: Path) -> None:
@@ -592,18 +487,6 @@ def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):  # some file systems refuse fsync on directories
-            os.fsync(fd)
     finally:
         os.close(fd)
 
