@@ -78,6 +78,7 @@ class JobStoreSource:
         )
         self._queries: dict[str, sa.Select[Any]] = {}
         self._cache: dict[str, _Cached] = {}
+        self._by_raw: dict[Any, _Cached] = {}  # the same entries, by the id as the driver gives it
         # Fire times by trigger: stores hold many jobs with the same schedule, and cron
         # arithmetic is the dearest part of a cold poll.
         self._fire_times: dict[str, tuple[float | None, float]] = {}
@@ -97,7 +98,31 @@ class JobStoreSource:
         undecodable = 0
         budget_ends = time.monotonic() + FIRE_TIME_BUDGET
         fire_times: dict[str, tuple[float | None, float]] = {}
+        known_rows, by_raw = self._by_raw, {}
         for raw_id, next_run_time, size, state in rows:
+            entry = known_rows.get(raw_id)
+            if entry is not None and (
+                (entry.state == ("md5", state) and state is not None)
+                if digests
+                else (type(state) is bytes and len(state) <= _KEEP_BYTES and entry.state == state)
+            ):
+                # An unchanged row (most of a steady poll): no decoding, no new objects.
+                view = entry.view
+                shared = entry.trigger_key
+                if shared is None or now < entry.previous_until:
+                    if shared is not None:
+                        fire_times.setdefault(
+                            shared, (view.previous_fire_time, entry.previous_until)
+                        )
+                    next_run = _as_float(next_run_time)
+                    if next_run != view.next_run_time:
+                        view = entry.view = replace(view, next_run_time=next_run)
+                    cache[view.id] = entry
+                    by_raw[raw_id] = entry
+                    if not view.decoded:
+                        undecodable += 1
+                    jobs.append(view)
+                    continue
             job_id, valid_id = decode_id(raw_id)
             if digests:
                 digest = state
@@ -112,6 +137,7 @@ class JobStoreSource:
                 key = _state_key(state, size)
             entry, trigger = self._entry(job_id, valid_id, state, size, key)
             cache[job_id] = entry
+            by_raw[raw_id] = entry
             if not entry.view.decoded:
                 undecodable += 1
             next_run = _as_float(next_run_time)
@@ -135,6 +161,7 @@ class JobStoreSource:
                 )
             jobs.append(entry.view)
         self._cache = cache  # rows that vanished are forgotten with the old dict
+        self._by_raw = by_raw
         self._fire_times = fire_times
         if len(self._words) > 2 * len(cache) + 1000:  # forget schedules no job has any more
             live = {entry.trigger_key for entry in cache.values()}
