@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from exporter.config import StoreConfig
-from exporter.tables import as_utc
+from exporter.tables import JOB_STATUSES, as_utc, history_columns
 from exporter.wording import moment, run_duration
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -36,7 +36,7 @@ _COLUMNS = (
     "duration_ms",
     "error_message",
 )
-STATUSES = ("running", "success", "failed", "missed", "skipped")
+STATUSES = JOB_STATUSES
 
 
 class ReportError(ValueError):
@@ -92,8 +92,7 @@ def query_runs(
     limit: int | None = None,
 ) -> list[Run]:
     """Newest first. Timestamps are compared as naive UTC, as the table stores them."""
-    columns: list[sa.ColumnClause[Any]] = [sa.column(name) for name in _COLUMNS]
-    table = sa.table(store.history_table, *columns, schema=store.schema)
+    table = history_columns(store.history_table, store.schema)
     query = sa.select(*(table.c[name] for name in _COLUMNS))
     if job is not None:
         query = query.where(table.c.job_id == job)

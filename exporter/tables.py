@@ -16,6 +16,21 @@ from sqlalchemy.dialects import mysql
 
 JOB_STATUSES = ("running", "success", "failed", "missed", "skipped")
 """`skipped` is ours: a run dropped because max_instances was reached."""
+FINISHED_STATUSES = JOB_STATUSES[1:]
+
+HISTORY_COLUMNS = (
+    "id",
+    "job_id",
+    "job_name",
+    "scheduled_run_time",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "status",
+    "error_message",
+    "traceback",
+)
+"""The columns every writer of the layout has (Aegis and our recorder): what readers may select."""
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -87,3 +102,9 @@ def as_utc(value: Any) -> datetime | None:
     if not isinstance(value, datetime):
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def history_columns(name: str, schema: str | None) -> sa.TableClause:
+    """The history table as the sidecar reads it: the shared columns only, never reflected, so
+    a table from another writer (or one with extra columns) reads the same."""
+    return sa.table(name, *(sa.column(column) for column in HISTORY_COLUMNS), schema=schema)

@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from exporter.config import StoreConfig
 from exporter.snapshot import JobRuns
 from exporter.sources.history_rows import FINISHED, InvalidRow, Run, int_id, parse_row
+from exporter.tables import history_columns
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,7 @@ class HistorySource:
 
     def __init__(self, store: StoreConfig) -> None:
         self.store = store
-        columns: list[sa.ColumnClause[Any]] = [sa.column(name) for name in _COLUMNS]  # parsed here
-        self.table = sa.table(store.history_table, *columns, schema=store.schema)
+        self.table = history_columns(store.history_table, store.schema)
         self._cursor: int | None = None
         self._open: dict[int, Run] = {}  # running rows, by id
         self._gaps: dict[int, float] = {}  # missing id -> when first missed

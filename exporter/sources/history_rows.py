@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.tables import as_utc
+from exporter.tables import FINISHED_STATUSES, JOB_STATUSES, as_utc
 
-FINISHED = ("success", "failed", "missed", "skipped")
-STATUSES = frozenset(("running", *FINISHED))
+FINISHED = FINISHED_STATUSES
+STATUSES = frozenset(JOB_STATUSES)
 MAX_DURATION = 366 * 86400.0  # longer than a year is not a duration, it is a corrupt row
 
 

@@ -303,12 +303,8 @@ class Pages:
         try:
             store, snapshot, job = self._find(request)
             result = await self.reader.job_data(store, job.id, jobmodel.TIMELINE_RUNS, model)
-        except PageError as exc:
-            return _json_error(exc.status, exc.message)
-        except Busy as exc:
-            return _json_error(503, str(exc))
-        except PageQueryError as exc:
-            return _json_error(502, f"history not readable: {exc}")
+        except (PageError, Busy, PageQueryError) as exc:
+            return _api_failure(exc)
         return respond(render_json({**result, **when_now(now)}), JSON)
 
     async def runs_api(self, request: web.Request) -> web.Response:
@@ -317,12 +313,8 @@ class Pages:
             limit = _int(request.query, "limit", DEFAULT_LIMIT, 1, 1_000_000)
             before = _int(request.query, "before", None, 1, 2**63 - 1)
             page = await self.reader.runs(store, job.id, min(limit, MAX_LIMIT), before)
-        except PageError as exc:
-            return _json_error(exc.status, exc.message)
-        except Busy as exc:
-            return _json_error(503, str(exc))
-        except PageQueryError as exc:
-            return _json_error(502, f"history not readable: {exc}")
+        except (PageError, Busy, PageQueryError) as exc:
+            return _api_failure(exc)
         hide = self.options().hide_run_errors
         model = {
             "runs": [jobmodel.run_json(run, hide) for run in page.runs],
@@ -359,6 +351,15 @@ def _decode(state: bytes | None) -> DecodedJob | None:
         return decode_job_state(state)
     except UndecodableJob:
         return None
+
+
+def _api_failure(exc: PageError | Busy | PageQueryError) -> web.Response:
+    """One failed JSON page read as its answer: the page's own status, 503 busy, 502 unreadable."""
+    if isinstance(exc, PageError):
+        return _json_error(exc.status, exc.message)
+    if isinstance(exc, Busy):
+        return _json_error(503, str(exc))
+    return _json_error(502, f"history not readable: {exc}")
 
 
 def _json_error(status: int, message: str) -> web.Response:

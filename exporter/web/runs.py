@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from exporter.config import StoreConfig
 from exporter.db import describe_error, qualified_table, reader_engine
-from exporter.tables import as_utc
+from exporter.tables import as_utc, history_columns
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -146,11 +146,7 @@ class StoreQueries:
     def __init__(self, store: StoreConfig, engine: sa.Engine | None = None) -> None:
         self.store = store
         self.engine = engine or reader_engine(store.url, store.statement_timeout)
-        self.history = sa.table(
-            store.history_table,
-            *(sa.column(name) for name in (*_RUN_COLUMNS, "job_id")),
-            schema=store.schema,
-        )
+        self.history = history_columns(store.history_table, store.schema)
         self.jobs = qualified_table(
             store.jobs_table,
             store.schema,
