@@ -82,6 +82,17 @@ def fd_bounded(wanted: int) -> int:
     return room
 
 
+def accept_burst() -> int:
+    """The listen backlog: also how many sockets asyncio accepts in one go, before any of them
+    is admitted (and an evicted one's descriptor is only freed a loop turn later). Under a low
+    open-file limit the burst shrinks with it, so a few bursts in a row under load still fit in
+    the descriptors the cap leaves free."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return BACKLOG
+    return max(8, min(BACKLOG, soft // 8))
+
+
 class Connections:
     """Every open connection and its state; enforces the cap and hands out the middleware."""
 
@@ -313,9 +324,9 @@ class GuardedSite(web.BaseSite):
         port: int,
         connections: Connections,
         *,
-        backlog: int = BACKLOG,
+        backlog: int | None = None,
     ) -> None:
-        super().__init__(runner, backlog=backlog)
+        super().__init__(runner, backlog=accept_burst() if backlog is None else backlog)
         self._host = host
         self._port = port
         self._connections = connections
