@@ -123,7 +123,7 @@ def spy_subprocess(monkeypatch) -> list[dict[str, Any]]:
         calls.append({"argv": list(argv), "env": dict(kwargs.get("env") or {})})
         return real(argv, **kwargs)
 
-    monkeypatch.setattr(kit_backup.subprocess, "run", spy)
+    monkeypatch.setattr(subprocess, "run", spy)
     return calls
 
 
@@ -165,7 +165,7 @@ def test_where_the_job_finds_the_password_at_run_time(mariadb_user, tmp_path: Pa
     assert run_backup(**job.kwargs)  # this process registered it: known
 
     # Another process (or a restart that skipped registration) does not know it.
-    monkeypatch.setattr(kit_backup, "_process_passwords", {})
+    monkeypatch.setattr(kit_backup.job, "_process_passwords", {})
     with pytest.raises(BackupError, match="password is not known to this process"):
         run_backup(**job.kwargs)
     monkeypatch.setenv("DATABASE_URL", url)  # ... unless DATABASE_URL names the same database
