@@ -82,7 +82,7 @@ def run(
     ] = 3600.0,
 ) -> None:
     """Take one verified backup now, named and rotated like the scheduled job's."""
-    from exporter.kit.backup import BackupError, backup_database
+    from exporter.kit_seam import BackupError, backup_database
     from exporter.logs import setup_logging
 
     cfg = load_or_exit(
@@ -127,8 +127,8 @@ def list_backups(
     ),
 ) -> None:
     """Backup files, newest first: UTC time, age, size and (with --verify) their state."""
+    from exporter import kit_seam as kit
     from exporter.config import ConfigError, backup_dirs, load_settings
-    from exporter.kit import backup as kit
 
     for flag, value in (("--db-url", db_url), ("--db-password-file", db_password_file)):
         if value is not None:  # accepted once; refused now rather than silently unused
@@ -224,7 +224,7 @@ def verify_file(
     ],
 ) -> None:
     """Check one backup file: exit 0 ok, 1 corrupt or incomplete, 2 cannot be checked."""
-    from exporter.kit.backup import MissingTool, UnusableBackup, verify_backup
+    from exporter.kit_seam import MissingTool, UnusableBackup, verify_backup
 
     try:
         check = verify_backup(file)

@@ -28,7 +28,7 @@ from exporter.demo_jobs import (  # the job functions too: rows of older demos n
     report_gen,
     sync_inventory,
 )
-from exporter.kit import create_scheduler
+from exporter.kit_seam import create_scheduler
 from exporter.server import serve, split_address
 
 __all__ = ["build_scheduler", "cleanup_temp", "report_gen", "run_demo", "sync_inventory"]

@@ -55,3 +55,39 @@ def test_every_module_on_the_map_exists() -> None:
         named.update(re.findall(r"`([\w/]+\.py|[\w]+/)`", row.split("|")[1]))
     gone = sorted(n for n in named if n not in names and n not in dirs and n != "templates/")
     assert not gone, f"docs/architecture.md names modules that do not exist: {gone}"
+
+
+# Scheduler-side modules outside exporter/kit/: the demo's jobs run inside the app's scheduler.
+SCHEDULER_SIDE = {"demo_jobs.py", "kit_seam.py"}
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def _is_kit(module: str) -> bool:
+    return module == "exporter.kit" or module.startswith("exporter.kit.")
+
+
+def test_the_sidecar_reaches_the_kit_only_through_the_seam() -> None:
+    """The sidecar never imports the kit; the commands that run kit code go through kit_seam."""
+    crossing = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "kit" not in path.relative_to(PACKAGE).parts
+        and path.name not in SCHEDULER_SIDE
+        and path.relative_to(PACKAGE) != Path("__init__.py")  # lazy re-export of the kit's API
+        and any(
+            name == "exporter.kit" or name.startswith("exporter.kit.") for name in _imports(path)
+        )
+    )
+    assert not crossing, f"sidecar modules importing exporter.kit directly: {crossing}"
