@@ -31,6 +31,9 @@ HISTORY_COLUMNS = (
     "traceback",
 )
 """The columns every writer of the layout has (Aegis and our recorder): what readers may select."""
+RECORDER_COLUMNS = ("run_id", "host", "pid", "scheduler_id")
+"""Ours, optional for readers: the recorder's key for updating a row it inserted, and where the
+run happened."""
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

@@ -21,24 +21,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from exporter.kit.engine import describe_error, describe_url
+from exporter.tables import HISTORY_COLUMNS, RECORDER_COLUMNS
 
 log = logging.getLogger("exporter.kit")
 
-ROW_COLUMNS = (
-    "run_id",
-    "job_id",
-    "job_name",
-    "scheduled_run_time",
-    "started_at",
-    "finished_at",
-    "duration_ms",
-    "status",
-    "error_message",
-    "traceback",
-    "host",
-    "pid",
-    "scheduler_id",
-)
+# `id` is the database's; the recorder keys its rows by `run_id`.
+ROW_COLUMNS = ("run_id", *HISTORY_COLUMNS[1:], *RECORDER_COLUMNS[1:])
 """Every history row the recorder hands to the writer is a dict with exactly these keys."""
 
 _INSERT, _UPDATE = 0, 1
