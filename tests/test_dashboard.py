@@ -47,8 +47,6 @@ DOCS_PATH = ROOT / "docs" / "dashboard.md"
 PROMETHEUS_CONFIG_PATH = ROOT / "prometheus" / "prometheus.yml"
 SHARED = ROOT.parent / "shared"
 SCHEMA_DIR = SHARED / "data" / "grafana-schema"
-CONTRACT_PATH = SHARED / "spec" / "contract.md"
-METRICS_DOC_PATH = ROOT / "docs" / "metrics.md"
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -338,27 +336,6 @@ class Family:
     name: str
     type: str
     labels: frozenset[str]
-
-
-def parse_metric_tables(text: str) -> dict[str, Family]:
-    """Metric families from markdown tables whose header starts `| name | type | labels |`."""
-    families: dict[str, Family] = {}
-    in_table = False
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if not line.lstrip().startswith("|"):
-            in_table = False
-            continue
-        if [c.lower() for c in cells[:3]] == ["name", "type", "labels"]:
-            in_table = True
-            continue
-        if not in_table or set(cells[0]) <= set("-: "):
-            continue
-        m = re.fullmatch(r"`([a-zA-Z_:][a-zA-Z0-9_:]*)`", cells[0])
-        if m:
-            labels = frozenset(x.strip().strip("`") for x in cells[2].split(",") if x.strip())
-            families[m.group(1)] = Family(m.group(1), cells[1].lower(), labels)
-    return families
 
 
 @cache
