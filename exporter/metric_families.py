@@ -8,6 +8,8 @@ of :data:`FAMILIES` is the order of the served body (see ``metric_table.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from exporter import metric_samples as samples
 from exporter.metric_table import Family, flag
 
@@ -130,6 +132,17 @@ _BACKUP_FILE_GAUGES = (
         "all backup files together",
     ),
 )
+
+
+def _store_gauges(
+    group: str, rows: tuple[tuple[str, str, str, str], ...], stat: Callable[[str], samples.PerStore]
+) -> list[Family]:
+    """Per-store gauges that read one attribute each (backup run results, backup files)."""
+    return [
+        Family(name, "gauge", text, STORE, "store", group, doc, per_store=stat(attr))
+        for name, attr, text, doc in rows
+    ]
+
 
 FAMILIES: tuple[Family, ...] = (
     # --- the job store (static part) ---
@@ -297,32 +310,8 @@ FAMILIES: tuple[Family, ...] = (
         "it instead of assuming `database_backup`",
         per_store=samples.backup_info,
     ),
-    *(
-        Family(
-            name,
-            "gauge",
-            text,
-            STORE,
-            "store",
-            _BACKUP_RUNS,
-            doc,
-            per_store=samples.backup_stat(attr),
-        )
-        for name, attr, text, doc in _BACKUP_RUN_GAUGES
-    ),
-    *(
-        Family(
-            name,
-            "gauge",
-            text,
-            STORE,
-            "store",
-            _BACKUP_FILES,
-            doc,
-            per_store=samples.backup_file_stat(attr),
-        )
-        for name, attr, text, doc in _BACKUP_FILE_GAUGES
-    ),
+    *_store_gauges(_BACKUP_RUNS, _BACKUP_RUN_GAUGES, samples.backup_stat),
+    *_store_gauges(_BACKUP_FILES, _BACKUP_FILE_GAUGES, samples.backup_file_stat),
     Family(
         "apscheduler_backup_untrusted_files",
         "gauge",
