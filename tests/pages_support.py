@@ -178,5 +178,8 @@ class Page(HTMLParser):
             if t == tag and all(a.get(k.replace("_", "-")) == v for k, v in attrs.items())
         ]
 
+    def names(self) -> set[str]:
+        return {tag for tag, _ in self.tags}
+
     def classes(self, tag: str) -> list[str]:
         return [a.get("class") or "" for t, a in self.tags if t == tag]

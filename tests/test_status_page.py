@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,7 @@ import sqlalchemy as sa
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from apscheduler.triggers.cron import CronTrigger
-from pages_support import App, Runs, many_jobs, serve
-from pages_support import Page as PagesPage
+from pages_support import App, Page, Runs, many_jobs, serve
 from stores import SEED_JOBS, write_jobs
 from support import Database, need_server
 from test_history_reader import History, ts
@@ -238,26 +236,6 @@ async def test_an_unreachable_store(tmp_path: Path) -> None:
 # -- HTML ---------------------------------------------------------------------------------------
 
 
-class Page(HTMLParser):
-    """Tags and text of a page, as a browser's parser would see them."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.text: list[str] = []
-        self.feed(text)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-    def names(self) -> set[str]:
-        return {tag for tag, _ in self.tags}
-
-
 async def test_page_headers_and_structure(app: Running) -> None:
     code, headers, text = await app.get("/")
     assert code == 200
@@ -446,7 +424,7 @@ async def test_filter_pagination_and_run_strips(sqlite_db: Database) -> None:
     runs.close()
     async for app in serve(load_config(db_url=sqlite_db.url, poll_interval=3600)):
         _, _, text = await app.get("/")
-        page = PagesPage(text)
+        page = Page(text)
         rows = [a["href"] for a in page.find("a") if (a.get("href") or "").startswith("/jobs/")]
         assert len(rows) == 50 and rows[0] == "/jobs/default/job_00000"
         assert "1–50 of 120 jobs (120 in default)" in page.words()
@@ -454,7 +432,7 @@ async def test_filter_pagination_and_run_strips(sqlite_db: Database) -> None:
         [following] = page.find("a", rel="next")
         # The next page, as a browser follows the link.
         _, _, text = await app.get(str(following["href"]).split("#")[0])
-        second = PagesPage(text)
+        second = Page(text)
         hrefs = [a["href"] for a in second.find("a") if (a.get("href") or "").startswith("/jobs/")]
         assert hrefs[0] == "/jobs/default/job_00050" and "page 2 of 3" in second.words()
         # The strip: the newest 20 runs of job_00007, oldest left; other jobs have none.
@@ -466,20 +444,20 @@ async def test_filter_pagination_and_run_strips(sqlite_db: Database) -> None:
         assert marks[-3:] == ["r-failed", "r-missed", "r-success"] and len(marks) == 20
         # The filter: id or name, any case; pagination keeps it.
         _, _, text = await app.get("/?q=TENANT+0001")
-        found = PagesPage(text)
+        found = Page(text)
         ids = [a["href"] for a in found.find("a") if (a.get("href") or "").startswith("/jobs/")]
         assert ids == [f"/jobs/default/job_{n:05d}" for n in range(10, 20)]
         assert "10 jobs matching “TENANT 0001”" in found.words()
         assert found.find("input", name="q", value="TENANT 0001")
         _, _, text = await app.get("/?q=job_&per_page=40&page=3")
-        last = PagesPage(text)
+        last = Page(text)
         assert "page 3 of 3" in last.words()
         assert [a["href"] for a in last.find("a", rel="prev")] == [
             "/?page=2&q=job_&per_page=40#store-default"
         ]
         # A bad page number is one line, not a stack trace.
         code, _, text = await app.get("/?page=zero")
-        assert code == 400 and "page must be a whole number, got 'zero'" in PagesPage(text).words()
+        assert code == 400 and "page must be a whole number, got 'zero'" in Page(text).words()
         # The JSON keeps every job.
         status = await app.json("/api/status")
         assert len(status["jobstores"][0]["jobs"]) == 120
@@ -500,7 +478,7 @@ async def test_headline_is_not_healthy_while_a_source_is_down(
         assert down["source"] == "backups" and "does not exist" in down["error"]
         assert status["headline"] == "Schedulers running; not read: backups (default)"
         _, _, text = await app.get("/")
-        page = PagesPage(text)
+        page = Page(text)
         assert "All schedulers healthy" not in text
         assert "Schedulers running; not read: backups (default)" in page.words()
         # Once the directory is there, the headline says healthy again.
@@ -526,7 +504,7 @@ async def test_headline_is_not_healthy_while_the_last_backup_failed(sqlite_db: D
         assert status["headline"] == "Schedulers running; last backup failed: default"
         _, _, text = await app.get("/")
         assert "All schedulers healthy" not in text
-        assert "Schedulers running; last backup failed: default" in PagesPage(text).words()
+        assert "Schedulers running; last backup failed: default" in Page(text).words()
         runs.add("database_backup", "success", 60, 3.0)
         await asyncio.to_thread(app.sidecar.pollers[0].poll)
         status = await app.json("/api/status")
@@ -547,7 +525,7 @@ async def test_backups_strip_lists_runs_and_verified_files(
     config = load_config(db_url=sqlite_db.url, poll_interval=3600, backup_dir=directory)
     async for app in serve(config):
         _, _, text = await app.get("/")
-        page = PagesPage(text)
+        page = Page(text)
         words = page.words()
         assert "Recent backups" in words and "Last 2 runs of database_backup" in words
         assert first.path.name in words and "verified" in words
@@ -565,7 +543,7 @@ async def test_a_reload_changes_the_refresh_interval(sqlite_db: Database, tmp_pa
 
         async def refresh(path: str, app: App = app) -> str | None:
             _, _, text = await app.get(path)
-            [meta] = PagesPage(text).find("meta", http_equiv="refresh")
+            [meta] = Page(text).find("meta", http_equiv="refresh")
             return meta["content"]
 
         assert await refresh("/") == "300"
