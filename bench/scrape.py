@@ -7,7 +7,7 @@ serving that same body with the same headers (bench/floor_server.py), gets the s
 alternating with the exporter's. The exporter's VmRSS is read after the load (several polls and
 thousands of scrapes in); the floor's VmRSS is that of an aiohttp process holding the body.
 
-    python -m bench.scrape URL [--seconds 10]
+    python -m bench.scrape URL [--seconds 10] [--identity]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ ACCEPT = (
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
 HEADERS = {"Accept": ACCEPT, "Accept-Encoding": "gzip"}
+IDENTITY_HEADERS = {"Accept": ACCEPT}  # a scraper that does not take gzip: the plain body
 POLL_INTERVAL = 2.0  # a poll every 2 s during the load: renders and polls land among the scrapes
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,10 +102,16 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def wrk(url: str, seconds: float, threads: int = 2, connections: int = 10) -> dict[str, Any]:
+def wrk(
+    url: str,
+    seconds: float,
+    threads: int = 2,
+    connections: int = 10,
+    headers: dict[str, str] = HEADERS,
+) -> dict[str, Any]:
     """One wrk run with Prometheus' headers: req/s, p50/p99 in ms, errors."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
-    for name, value in HEADERS.items():
+    for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     out = subprocess.run(
         [*command, url], capture_output=True, text=True, timeout=seconds + 60, check=True
@@ -120,15 +127,22 @@ def wrk(url: str, seconds: float, threads: int = 2, connections: int = 10) -> di
         "requests": int(requests.group(1)) if requests else 0,
         "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
         "socket_errors": socket_errors.group(1).strip() if socket_errors else "",
-        "command": f"wrk -t{threads} -c{connections} -d{seconds:g}s --latency -H 'Accept: ...' "
-        "-H 'Accept-Encoding: gzip'",
+        "command": f"wrk -t{threads} -c{connections} -d{seconds:g}s --latency -H 'Accept: ...'"
+        + (" -H 'Accept-Encoding: gzip'" if "Accept-Encoding" in headers else ""),
     }
 
 
 def measure(
-    url: str, seconds: float, *, repeats: int = 3, ready_timeout: float = 300
+    url: str,
+    seconds: float,
+    *,
+    repeats: int = 3,
+    ready_timeout: float = 300,
+    identity: bool = False,
 ) -> dict[str, Any]:
     """The exporter and the floor under the same wrk load, alternately; memory and body sizes.
+
+    With ``identity``, wrk asks without ``Accept-Encoding: gzip`` (both serve the plain body).
 
     Each server gets ``repeats`` runs of ``seconds / repeats``, exporter and floor in turn, so
     load from elsewhere on the machine falls on both. The exporter is stopped (SIGSTOP) while
@@ -147,7 +161,12 @@ def measure(
             "--listen-address", f"127.0.0.1:{port}", "--poll-interval", f"{POLL_INTERVAL:g}",
             "--log-level", "warning",
         ]  # fmt: skip
-        result: dict[str, Any] = {"poll_interval": POLL_INTERVAL, "runs_per_server": repeats}
+        result: dict[str, Any] = {
+            "poll_interval": POLL_INTERVAL,
+            "runs_per_server": repeats,
+            "encoding": "identity" if identity else "gzip",
+        }
+        load = IDENTITY_HEADERS if identity else HEADERS
         runs: dict[str, list[dict[str, Any]]] = {"exporter": [], "floor": []}
         with running(exporter, tmp / "exporter.log") as process:
             try:
@@ -178,10 +197,10 @@ def measure(
                     status, (_, body) = get(f"{floor_base}/metrics", HEADERS)
                     assert status == 200 and body == gzipped, "the floor must serve the same bytes"
                     for _ in range(repeats):
-                        runs["exporter"].append(wrk(f"{base}/metrics", each))
+                        runs["exporter"].append(wrk(f"{base}/metrics", each, headers=load))
                         process.send_signal(signal.SIGSTOP)
                         try:
-                            runs["floor"].append(wrk(f"{floor_base}/metrics", each))
+                            runs["floor"].append(wrk(f"{floor_base}/metrics", each, headers=load))
                         finally:
                             process.send_signal(signal.SIGCONT)
                     result["floor_memory"] = proc_memory(floor_process.pid)
@@ -214,8 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--identity", action="store_true", help="scrape without gzip")
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.url, args.seconds), indent=2))
+    print(json.dumps(measure(args.url, args.seconds, identity=args.identity), indent=2))
 
 
 if __name__ == "__main__":

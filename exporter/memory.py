@@ -25,15 +25,25 @@ soak, ``bench/churn.py``), for two reasons this module deals with:
 
 ``release()`` (``malloc_trim``) hands back the free pages after a large render. Without glibc
 (musl, macOS) all of this does nothing.
+
+The cyclic garbage collector is the other thing that makes the process wait: a full collection
+walks every tracked object (at 10k jobs, the snapshot's views and the metric store's kept
+lines), with the interpreter lock held the whole time, whatever the switch interval. Measured by
+``bench/loop_lag.py``: a full pass of about 110 ms in the poll thread, the event loop stalled
+for all of it. :class:`HeapFreezer` moves what a poll leaves behind into the permanent
+generation (``gc.freeze()``): those objects are freed by their reference counts as before, but
+later collections no longer walk them, so a full pass only sees what changed since.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -101,3 +111,30 @@ def use_system_allocator() -> None:
         os.execve(sys.executable, argv, {**os.environ, "PYTHONMALLOC": "malloc"})
     except OSError as exc:  # carry on with pymalloc: memory may climb under churn, no more
         log.debug("could not restart with PYTHONMALLOC=malloc: %s", exc)
+
+
+class HeapFreezer:
+    """Keeps long-lived objects out of the cyclic GC's walks (see the module's docstring).
+
+    ``after_poll()`` freezes everything tracked at that moment: it is a few list splices, no
+    walk. A frozen object that later becomes unreachable inside a reference cycle would never be
+    collected, so every ``period`` seconds the frozen objects are handed back and collected once
+    (one full pass, the stall this avoids the rest of the time), which bounds what such cycles
+    can hold; ``close()`` hands them back for good.
+    """
+
+    def __init__(self, period: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.period = period
+        self.clock = clock
+        self._since = clock()
+
+    def after_poll(self) -> None:
+        now = self.clock()
+        if now - self._since >= self.period:
+            self._since = now
+            gc.unfreeze()
+            gc.collect()
+        gc.freeze()
+
+    def close(self) -> None:
+        gc.unfreeze()
