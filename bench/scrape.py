@@ -7,7 +7,7 @@ serving that same body with the same headers (bench/floor_server.py), gets the s
 alternating with the exporter's. The exporter's VmRSS is read after the load (several polls and
 thousands of scrapes in); the floor's VmRSS is that of an aiohttp process holding the body.
 
-    python -m bench.scrape URL [--seconds 10] [--identity]
+    python -m bench.scrape URL [--seconds 10] [--identity] [--child]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import gzip
 import json
+import os
 import re
 import shutil
 import signal
@@ -71,8 +72,11 @@ def wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float) -> f
 
 @contextlib.contextmanager
 def running(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The command in a process group of its own (signals reach its children too)."""
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
     try:
         yield process
     finally:
@@ -85,13 +89,21 @@ def running(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def proc_memory(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak) of a process, in MiB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
+    """VmRSS and VmHWM (peak) of a process and its children, in MiB."""
+    values = {"VmRSS": 0.0, "VmHWM": 0.0}
+    for each in (pid, *_children(pid)):
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in values:
+                values[key] += int(rest.split()[0]) / 1024
     return {"rss_mib": round(values["VmRSS"], 1), "peak_mib": round(values["VmHWM"], 1)}
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -139,10 +151,13 @@ def measure(
     repeats: int = 3,
     ready_timeout: float = 300,
     identity: bool = False,
+    child: bool = False,
 ) -> dict[str, Any]:
     """The exporter and the floor under the same wrk load, alternately; memory and body sizes.
 
     With ``identity``, wrk asks without ``Accept-Encoding: gzip`` (both serve the plain body).
+    With ``child``, the server measured is ``bench/child_serve.py`` (polls and renders in a
+    child process) instead of ``serve``; memory is then that of both processes.
 
     Each server gets ``repeats`` runs of ``seconds / repeats``, exporter and floor in turn, so
     load from elsewhere on the machine falls on both. The exporter is stopped (SIGSTOP) while
@@ -156,8 +171,9 @@ def measure(
         tmp = Path(tmp_name)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
+        program = ["bench.child_serve"] if child else ["exporter", "serve"]
         exporter = [
-            sys.executable, "-m", "exporter", "serve", "--db-url", url,
+            sys.executable, "-m", *program, "--db-url", url,
             "--listen-address", f"127.0.0.1:{port}", "--poll-interval", f"{POLL_INTERVAL:g}",
             "--log-level", "warning",
         ]  # fmt: skip
@@ -165,6 +181,7 @@ def measure(
             "poll_interval": POLL_INTERVAL,
             "runs_per_server": repeats,
             "encoding": "identity" if identity else "gzip",
+            "server": "bench.child_serve" if child else "serve",
         }
         load = IDENTITY_HEADERS if identity else HEADERS
         runs: dict[str, list[dict[str, Any]]] = {"exporter": [], "floor": []}
@@ -198,11 +215,11 @@ def measure(
                     assert status == 200 and body == gzipped, "the floor must serve the same bytes"
                     for _ in range(repeats):
                         runs["exporter"].append(wrk(f"{base}/metrics", each, headers=load))
-                        process.send_signal(signal.SIGSTOP)
+                        os.killpg(process.pid, signal.SIGSTOP)  # its children too
                         try:
                             runs["floor"].append(wrk(f"{floor_base}/metrics", each, headers=load))
                         finally:
-                            process.send_signal(signal.SIGCONT)
+                            os.killpg(process.pid, signal.SIGCONT)
                     result["floor_memory"] = proc_memory(floor_process.pid)
                 time.sleep(0.2)
                 result["exporter_memory"] = proc_memory(process.pid)
@@ -234,8 +251,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("url")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--identity", action="store_true", help="scrape without gzip")
+    parser.add_argument(
+        "--child", action="store_true", help="measure bench/child_serve.py instead of serve"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.url, args.seconds, identity=args.identity), indent=2))
+    result = measure(args.url, args.seconds, identity=args.identity, child=args.child)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -82,9 +82,24 @@ class Body:
     def __post_init__(self) -> None:
         self.gzipped = self.static.gzipped + self.clock.gzipped
 
+    _plain_soon: asyncio.Future[bytes] | None = field(default=None, init=False, repr=False)
+
     @cached_property
     def plain(self) -> bytes:
         return gzip.decompress(self.gzipped)
+
+    async def plain_off_loop(self) -> bytes:
+        """``plain``, decompressed once per body on a worker thread, for scrapes without gzip.
+
+        At 10k jobs that is 5.9 MB of inflate per body (a new body every second while scrapes
+        come): done on the event loop it held every other scrape for its whole length; zlib
+        releases the interpreter lock while it inflates, so on a thread the loop keeps serving.
+        """
+        if "plain" in self.__dict__:
+            return self.plain
+        if self._plain_soon is None:
+            self._plain_soon = asyncio.ensure_future(asyncio.to_thread(lambda: self.plain))
+        return await asyncio.shield(self._plain_soon)
 
 
 class RenderError(Exception):

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from apscheduler.triggers.cron import CronTrigger
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families
 from stores import write_jobs
@@ -18,7 +19,7 @@ from support import Database
 
 from exporter.config import Config, load_config
 from exporter.poller import StorePoller
-from exporter.server import SIDECAR, create_app
+from exporter.server import SIDECAR, WRITE_CHUNK, create_app
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -235,3 +236,32 @@ async def test_deltas_escape_awkward_job_ids(sqlite_db: Database) -> None:
                     if s.name == "apscheduler_job_next_run_delta_seconds"
                 }
                 assert deltas == set(ids), accept
+
+
+async def test_a_large_body_arrives_whole_with_and_without_gzip(sqlite_db: Database) -> None:
+    # Enough jobs that the plain body is far larger than one write slice (server.WRITE_CHUNK):
+    # it leaves in slices, and must arrive complete and the same as the gzipped one.
+    jobs = [
+        {
+            "func": "sample_jobs:noop",
+            "trigger": CronTrigger(hour=i % 24, minute=i % 60, timezone="UTC"),
+            "id": f"tenant-{i:04d}-nightly-export-of-everything",
+            "name": f"Nightly export of everything for tenant {i}",
+        }
+        for i in range(600)
+    ]
+    write_jobs(sqlite_db.url, jobs)
+    async for running in start_exporter(sqlite_db.url):
+        running.poll()
+        await running.server.app[SIDECAR].bodies.refresh()
+        async with ClientSession(auto_decompress=False) as session:
+            identity = {"Accept-Encoding": "identity"}
+            async with session.get(running.url("/metrics"), headers=identity) as resp:
+                plain = await resp.read()
+                assert int(resp.headers["Content-Length"]) == len(plain)
+            gzipped = {"Accept-Encoding": "gzip"}
+            async with session.get(running.url("/metrics"), headers=gzipped) as resp:
+                packed = await resp.read()
+    assert len(plain) > 2 * WRITE_CHUNK
+    assert plain == gzip.decompress(packed)
+    assert plain.count(b"\napscheduler_job_info{") == 600
