@@ -1,7 +1,9 @@
 """What a metric family is: the data every family of ``/metrics`` is declared as.
 
 A family's name, type, help, labels, scope (per job, per store, or once per body) and the
-function from a snapshot to its samples are written once, in ``metric_families.py``. The
+function from a snapshot to its samples are written once, in the ``families_*.py`` modules
+(one per concern: the scheduler's, the backups', the exporter's own), which
+``metric_families.py`` puts in body order. The
 ``prometheus_client`` collector (``metrics.py``), the per-job encoder (``metric_store.py``), the
 generated reference in ``docs/metrics.md`` (``metric_docs.py``) and the golden list the tests
 hold the code to are all read off this table, so a metric cannot be spelled two ways.
@@ -24,6 +26,15 @@ from typing import Literal, NamedTuple
 from exporter import health
 from exporter.snapshot import JobRuns, JobView, StoreSnapshot
 from exporter.sources.history import BUCKETS
+
+JOB = ("jobstore", "job_id")
+STORE = ("jobstore",)
+SOURCE = ("jobstore", "source")
+"""The label sets most families share."""
+
+JOBS, HISTORY, BACKUP_RUNS, BACKUP_FILES = "jobstore", "history", "backup-runs", "backup-files"
+LIVENESS, EXPORTER = "liveness", "exporter"
+"""The sections of the reference in docs/metrics.md."""
 
 Kind = Literal["gauge", "counter", "histogram"]
 Scope = Literal["job", "store", "exporter"]
@@ -83,16 +94,8 @@ class Store:
 
     @cached_property
     def overdue_count(self) -> int:
-        """``len(health.overdue_jobs(snap, default_grace))`` (the same rule, inlined: one pass
-        over a store's jobs without a call or a list per job)."""
-        taken = self.snap.taken_at
-        default = self.settings.default_grace
-        return sum(
-            1
-            for job in self.snap.jobs
-            if (when := job.next_run_time) is not None
-            and taken - when > (grace if (grace := job.misfire_grace_time) is not None else default)
-        )
+        """Active jobs overdue at the poll (``health``'s rule, counted in one pass)."""
+        return health.overdue_count(self.snap, self.settings.default_grace)
 
     def overdue_by(self, job: JobView) -> float | None:
         """How far past its next fire time ``job`` was at the poll, if beyond its grace."""
