@@ -39,6 +39,7 @@ from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
 from apscheduler.schedulers.base import BaseScheduler
 
+from exporter.kit.chores import Task
 from exporter.kit.executors import _executor_kind, _make_submit
 from exporter.kit.heartbeat import Heartbeat, utcnow
 from exporter.kit.rows import (
@@ -54,7 +55,7 @@ from exporter.kit.rows import (
     shorten_traceback,
 )
 from exporter.kit.timing import _RECORDED, _TIMING, _Clock
-from exporter.kit.writer import HistoryWriter, Task, WriterStats
+from exporter.kit.writer import HistoryWriter, WriterStats
 
 log = logging.getLogger("exporter.kit")
 

@@ -20,12 +20,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import BaseScheduler
 
 from exporter.kit.backup import BackupSetting, install_backup_job
+from exporter.kit.chores import Task
 from exporter.kit.ddl import ensure_tables
 from exporter.kit.engine import SQLITE_BUSY_TIMEOUT, create_kit_engine, describe_error, describe_url
 from exporter.kit.heartbeat import Heartbeat
 from exporter.kit.maintenance import close_orphaned_runs, prune_heartbeats, prune_history
 from exporter.kit.recorder import EVENTS, Recorder
-from exporter.kit.writer import HistoryWriter, Task
+from exporter.kit.writer import HistoryWriter
 from exporter.tables import heartbeat_table as make_heartbeat_table
 from exporter.tables import history_table as make_history_table
 from exporter.version import __version__

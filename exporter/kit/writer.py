@@ -3,13 +3,13 @@
 Nothing here runs on the scheduler's thread or event loop except `HistoryWriter.put_start` and
 `HistoryWriter.put_final`, which only append to an in-memory buffer under a lock. One daemon
 thread per recorder owns every database round trip: history rows in batches, plus the periodic
-chores (heartbeats, crash recovery, retention) registered as `Task`s.
+chores (heartbeats, crash recovery, retention) registered as `Task`s (``chores.py``). How rows
+become statements, and which errors are retried, is in ``batches.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import random
 import threading
@@ -20,57 +20,23 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from exporter.kit import chores
+from exporter.kit.batches import (
+    INSERT,
+    STATEMENT_PAUSE,
+    Item,
+    Pending,
+    is_transient,
+    statements,
+    take,
+    update_statement,
+)
 from exporter.kit.engine import describe_error, describe_url
-from exporter.tables import HISTORY_COLUMNS, RECORDER_COLUMNS
+from exporter.kit.outage import Outage
 
 log = logging.getLogger("exporter.kit")
 
-# `id` is the database's; the recorder keys its rows by `run_id`.
-ROW_COLUMNS = ("run_id", *HISTORY_COLUMNS[1:], *RECORDER_COLUMNS[1:])
-"""Every history row the recorder hands to the writer is a dict with exactly these keys."""
-
-_INSERT, _UPDATE = 0, 1
-
-STATEMENT_ROWS = 100
-"""Rows per executemany call. SQLAlchemy prepares a call's parameters in one stretch of Python
-that holds the GIL (~2 ms per 100 rows); longer stretches than Python's 5 ms switch interval
-would make the scheduler's event loop wait for the GIL. A batch's transaction spans several."""
-
-STATEMENT_PAUSE = 0.0005
-"""Seconds the writer sleeps between the statements of a batch. Its I/O waits release the GIL
-only for microseconds, too briefly for a waiting thread (the event loop) to take it, which then
-waits for the 5 ms switch interval; a real pause hands the GIL over."""
-
-
-INACTIVE_RECHECK = 5.0
-"""Seconds after which a task that was not active (its scheduler not running) is checked again."""
-
-
-class Task:
-    """A chore the writer thread runs every `interval` seconds (never on the scheduler's loop).
-
-    `fn(engine)` returns True when it has more work right away (e.g. another retention batch);
-    the writer then calls it again after writing whatever rows arrived meanwhile.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        interval: float,
-        fn: Callable[[sa.Engine], bool],
-        *,
-        delay: float = 0.0,
-        active: Callable[[], bool] | None = None,
-    ) -> None:
-        self.name = name
-        self.interval = interval
-        self.fn = fn
-        self.active = active  # skipped while this returns False
-        self.next_due = time.monotonic() + delay
-        self.failing = False
-        # Set by `run_soon` while the chore may be running: its next run must not wait for the
-        # interval (a `stopped` heartbeat asked for during a `running` beat is still written).
-        self.requested = False
+__all__ = ["HistoryWriter", "WriterStats"]
 
 
 @dataclass(frozen=True)
@@ -125,22 +91,17 @@ class HistoryWriter:
         self._startup = startup
         self._repair = repair
         self._describe = describe or describe_url(engine.url)
-        self.tasks: list[Task] = []
+        self.tasks: list[chores.Task] = []
 
         self._insert = table.insert()
-        self._update = (
-            table.update()
-            .where(table.c.run_id == sa.bindparam("b_run_id"))
-            .values({c: sa.bindparam(f"v_{c}") for c in ROW_COLUMNS if c != "run_id"})
-        )
+        self._update = update_statement(table)
 
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._stop_event = threading.Event()
-        # run_id -> (row, final). Dicts keep insertion order; replacing a key keeps its place.
-        self._pending: dict[str, tuple[dict[str, Any], bool]] = {}
-        self._inflight: list[tuple[int, str, dict[str, Any], bool]] | None = None
+        self._pending: Pending = {}
+        self._inflight: list[Item] | None = None
         self._open: set[str] = set()  # run_ids whose `running` row the writer has taken
         self._flush_seq = 0
         self._done_seq = 0
@@ -156,9 +117,7 @@ class HistoryWriter:
         self._burst_starts = 0
         self._in_burst = False
         self._rejected = 0
-        self._write_errors = 0
-        self._failing_since: float | None = None
-        self._failures_in_row = 0
+        self._outage = Outage(engine, self._describe)
 
     # ---- producer side: any thread, must stay cheap ----------------------------------------
 
@@ -228,7 +187,7 @@ class HistoryWriter:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def run_soon(self, task: Task) -> None:
+    def run_soon(self, task: chores.Task) -> None:
         task.requested = True
         task.next_due = 0.0
         self._wake.set()
@@ -274,7 +233,7 @@ class HistoryWriter:
                 dropped_starts=self._dropped_starts,
                 overflow_bursts=self._bursts,
                 rejected=self._rejected,
-                write_errors=self._write_errors,
+                write_errors=self._outage.errors,
             )
 
     # ---- the thread ------------------------------------------------------------------------
@@ -295,7 +254,7 @@ class HistoryWriter:
                     more = bool(self._pending)
                 if more:
                     continue
-                self._wake.wait(self._until_next_task())
+                self._wake.wait(chores.until_next(self.tasks))
                 self._wake.clear()
             else:
                 # New rows must not cut the backoff short; only stop() does.
@@ -314,8 +273,8 @@ class HistoryWriter:
             self._started_up = True
         if not self._drain():
             return False
-        self._recovered()
-        self._run_tasks()
+        self._outage.recovered()
+        chores.run_due(self.tasks, self.engine, self._describe)
         return True
 
     def _drain(self) -> bool:
@@ -328,14 +287,14 @@ class HistoryWriter:
                 if self._inflight is None:
                     if not self._pending:
                         return True
-                    self._inflight = self._take()
+                    self._inflight = take(self._pending, self._open, self.batch_size)
                 batch = self._inflight
             try:
                 self._write(batch)
             except Exception as exc:  # noqa: BLE001 - classified below
-                if _is_transient(exc):
+                if is_transient(exc):
                     self._failed(f"writing {len(batch)} history rows", exc)
-                    if self._failures_in_row % 3 == 0:
+                    if self._outage.in_row % 3 == 0:
                         self._try_repair()
                     return False
                 self._try_repair()
@@ -359,35 +318,11 @@ class HistoryWriter:
                     starts,
                 )
 
-    def _take(self) -> list[tuple[int, str, dict[str, Any], bool]]:
-        """Move up to `batch_size` rows out of the buffer (under the lock)."""
-        batch: list[tuple[int, str, dict[str, Any], bool]] = []
-        for run_id in list(itertools.islice(self._pending, self.batch_size)):
-            row, final = self._pending.pop(run_id)
-            if not final:
-                self._open.add(run_id)
-                batch.append((_INSERT, run_id, row, final))
-            elif run_id in self._open:
-                self._open.discard(run_id)
-                batch.append((_UPDATE, run_id, row, final))
-            else:
-                batch.append((_INSERT, run_id, row, final))
-        return batch
-
-    def _write(self, batch: list[tuple[int, str, dict[str, Any], bool]]) -> None:
-        inserts = [row for kind, _, row, _ in batch if kind == _INSERT]
-        updates = [
-            {"b_run_id": run_id, **{f"v_{k}": v for k, v in row.items() if k != "run_id"}}
-            for kind, run_id, row, _ in batch
-            if kind == _UPDATE
-        ]
-        chunks = [
-            (statement, rows[start : start + STATEMENT_ROWS])
-            for statement, rows in ((self._insert, inserts), (self._update, updates))
-            for start in range(0, len(rows), STATEMENT_ROWS)
-        ]
+    def _write(self, batch: list[Item]) -> None:
         with self.engine.begin() as conn:
-            for index, (statement, chunk) in enumerate(chunks):
+            for index, (statement, chunk) in enumerate(
+                statements(self._insert, self._update, batch)
+            ):
                 if index:
                     time.sleep(STATEMENT_PAUSE)
                 self._execute(conn, statement, chunk)
@@ -395,9 +330,7 @@ class HistoryWriter:
     def _execute(self, conn: sa.Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
         conn.execute(statement, rows)
 
-    def _write_each(
-        self, batch: list[tuple[int, str, dict[str, Any], bool]], first: Exception
-    ) -> bool:
+    def _write_each(self, batch: list[Item], first: Exception) -> bool:
         """After a non-transient error: one row per transaction, dropping the ones refused."""
         log.warning(
             "history batch refused by %s (%s); writing its %d rows one by one",
@@ -410,7 +343,7 @@ class HistoryWriter:
             try:
                 self._write([item])
             except Exception as exc:  # noqa: BLE001
-                if _is_transient(exc):
+                if is_transient(exc):
                     self._failed("writing history rows", exc)
                     return False
                 log.warning(
@@ -421,41 +354,13 @@ class HistoryWriter:
                 )
                 with self._lock:
                     self._rejected += 1
-                    if item[0] == _INSERT and not item[3]:
+                    if item[0] == INSERT and not item[3]:
                         self._open.discard(item[1])  # its final row must be an insert then
             else:
                 with self._lock:
                     self._written += 1
             batch.pop(0)
         return True
-
-    def _run_tasks(self) -> None:
-        for task in self.tasks:
-            if time.monotonic() < task.next_due:
-                continue
-            if task.active is not None and not task.active():
-                task.next_due = time.monotonic() + min(task.interval, INACTIVE_RECHECK)
-                continue
-            task.requested = False
-            try:
-                more = task.fn(self.engine)
-            except Exception as exc:  # noqa: BLE001 - a chore never stops history writes
-                if not task.failing:
-                    log.warning(
-                        "%s failed on %s: %s", task.name, self._describe, describe_error(exc)
-                    )
-                task.failing = True
-                task.next_due = time.monotonic() + min(task.interval, 30.0)
-                continue
-            if task.failing:
-                log.info("%s works again", task.name)
-                task.failing = False
-            task.next_due = time.monotonic() + (0.0 if more or task.requested else task.interval)
-
-    def _until_next_task(self) -> float:
-        now = time.monotonic()
-        due = min((t.next_due for t in self.tasks), default=now + 60.0)
-        return max(0.0, min(due - now, 60.0))
 
     def _try_repair(self) -> None:
         if self._repair is None:
@@ -465,42 +370,4 @@ class HistoryWriter:
 
     def _failed(self, what: str, exc: BaseException) -> None:
         with self._lock:
-            self._write_errors += 1
-            self._failures_in_row += 1
-            first = self._failing_since is None
-            if first:
-                self._failing_since = time.monotonic()
-            pending = len(self._pending) + len(self._inflight or ())
-        if first:
-            log.warning(
-                "%s failed on %s, retrying (%d rows buffered): %s",
-                what,
-                self._describe,
-                pending,
-                describe_error(exc, self.engine),
-            )
-        else:
-            log.debug("%s failed again: %s", what, describe_error(exc, self.engine))
-
-    def _recovered(self) -> None:
-        if self._failing_since is None:
-            return
-        took = time.monotonic() - self._failing_since
-        attempts = self._failures_in_row
-        self._failing_since = None
-        self._failures_in_row = 0
-        log.warning(
-            "history writes to %s work again after %.1f s and %d failed attempts",
-            self._describe,
-            took,
-            attempts,
-        )
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying as they are: lost connections, locks, timeouts, server restarts."""
-    if isinstance(exc, sa.exc.DBAPIError):
-        return bool(exc.connection_invalidated) or isinstance(
-            exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.InternalError
-        )
-    return isinstance(exc, sa.exc.TimeoutError | sa.exc.DisconnectionError | OSError)
+            self._outage.failed(what, exc, len(self._pending) + len(self._inflight or ()))
