@@ -4,7 +4,7 @@ PYTHON ?= python3
 APS310_DIR := .cache/apscheduler-3.10
 
 install:
-	$(PYTHON) -m pip install -e ".[test]"
+	$(PYTHON) -m pip install -e ".[test,dashboards]"
 
 ## The one command that runs every check: lint, types, then the whole test suite (what CI runs).
 test: lint typecheck aps310
@@ -20,6 +20,7 @@ lint:
 
 typecheck:
 	$(PYTHON) -m mypy
+	$(PYTHON) -m mypy mixin/render.py mixin/build_dashboards.py
 
 ## APScheduler 3.10.4 (what Aegis apps pin) for the tests that decode rows it wrote. Installed
 ## before the tests run, never by them; offline, those tests skip with the reason (fail in CI).

@@ -1,12 +1,12 @@
 // The Grafana dashboards: an overview of the selected stores that stays small at any number of
 // jobs (counts, the worst N jobs, per-store figures), and a per-job drill-down with a
-// single-select job. Colours come from the alert thresholds in config.libsonnet.
-local g = import 'lib/grafana.libsonnet';
+// single-select job. Colours come from the alert thresholds in config.libsonnet. These are panel
+// specs (lib/panels.libsonnet); mixin/build_dashboards.py builds Grafana's JSON from them.
+local g = import 'lib/panels.libsonnet';
 
 {
   local c = $._config,
   local N = c.dashboardTopN,
-  local t = g.thresholds,
 
   // The labels that identify a store on a dashboard: the group labels (but the scrape job,
   // which the `job` variable selects) and jobstore. Replicas of one exporter count once.
@@ -49,10 +49,10 @@ local g = import 'lib/grafana.libsonnet';
 
   local perStore(expr) = 'max by (%s) (%s)' % [S, expr],
   local perStoreJob(expr) = 'max by (%s) (%s)' % [SJ, expr],
-  local upDown = g.valueMap({ '1': ['Up', 'green'], '0': ['Down', 'red'] }),
+  local upDown = { '1': ['Up', 'green'], '0': ['Down', 'red'] },
   local neverRan = { '-1': ['never ran', 'orange'] },
-  local backupAgeSteps = t([[null, 'green'], [c.backupWarnAgeSeconds, 'orange'], [c.backupMaxAgeSeconds, 'red']]),
-  local heartbeatSteps = t([[null, 'green'], [c.heartbeatWarnAgeSeconds, 'orange'], [c.heartbeatMaxAgeSeconds, 'red']]),
+  local backupAgeSteps = [[null, 'green'], [c.backupWarnAgeSeconds, 'orange'], [c.backupMaxAgeSeconds, 'red']],
+  local heartbeatSteps = [[null, 'green'], [c.heartbeatWarnAgeSeconds, 'orange'], [c.heartbeatMaxAgeSeconds, 'red']],
   local asText(expr, label, texts) = std.join(' or ', [
     'label_replace(%s == %s, "%s", "%s", "", "")' % [expr, v, label, texts[v]]
     for v in std.objectFields(texts)
@@ -77,7 +77,7 @@ local g = import 'lib/grafana.libsonnet';
       g.stat('Schedulers running',
              'Scheduler processes whose heartbeat is fresh and that report running, per store. 0 means nothing runs the jobs; more than %d on one store means jobs run more than once (APScheduler 3 does not lock rows). Exporter replicas count once.' % c.schedulersRunningMax,
              [['count by (%s) (max by (%s, scheduler) (%s) == 1)' % [S, S, sel('apscheduler_scheduler_running')], '{{jobstore}}']],
-             'none', t([[null, 'red'], [1, 'green'], [c.schedulersRunningMax + 1, 'orange']])),
+             'none', [[null, 'red'], [1, 'green'], [c.schedulersRunningMax + 1, 'orange']]),
       g.stat('Overdue jobs', 'Active jobs whose next fire time was further in the past than their misfire grace at the last poll: the scheduler is down or stalled.',
              [[perStore(sel('apscheduler_jobs_overdue')), '{{jobstore}}']], 'none', g.okRed),
       g.stat('Failing jobs', 'Jobs whose most recent finished run failed (the failing-jobs table lists the worst).',
@@ -90,22 +90,22 @@ local g = import 'lib/grafana.libsonnet';
                 ['In', soonest, 'value'],
               ],
               jobLabels + [['name', 'Name'], ['trigger', 'Trigger'], ['schedule', 'Schedule']],
-              's', ['In', false], h=9, colored={ In: t([[null, 'red'], [0, 'green']]) }, links=g.links([drillDown])),
+              's', ['In', false], h=9, colored={ In: [[null, 'red'], [0, 'green']] }, links=[drillDown]),
     ],
     backups: [
       g.stat('Last backup', 'Result of the latest run of the backup job (the one apscheduler_backup_info names); "never ran" before its first run.',
              [[orNeverRan(perStore(sel('apscheduler_backup_last_run_success'))), '{{jobstore}}']], 'none',
-             t([[null, 'red'], [1, 'green']]),
-             g.valueMap({ '1': ['Succeeded', 'green'], '0': ['Failed', 'red'] } + neverRan),
-             links=g.links([runbook('APSchedulerBackupFailed')])),
+             [[null, 'red'], [1, 'green']],
+             { '1': ['Succeeded', 'green'], '0': ['Failed', 'red'] } + neverRan,
+             links=[runbook('APSchedulerBackupFailed')]),
       g.stat('Since last successful backup',
              'Time since the latest successful backup run ended; orange and red at the thresholds of the backup alerts, "never ran" before the first success.',
              [['time() - ' + orNeverRan(perStore(sel('apscheduler_backup_last_success_timestamp_seconds'))), '{{jobstore}}']],
-             's', backupAgeSteps, g.valueMap(neverRan), links=g.links([runbook('APSchedulerBackupMissing')])),
+             's', backupAgeSteps, neverRan, links=[runbook('APSchedulerBackupMissing')]),
       g.stat('Newest backup file', 'Size of the newest file in the backup directory; 0 bytes is a failed backup.',
-             [[perStore(sel('apscheduler_backup_newest_file_size_bytes')), '{{jobstore}}']], 'bytes', t([[null, 'red'], [1, 'green']])),
+             [[perStore(sel('apscheduler_backup_newest_file_size_bytes')), '{{jobstore}}']], 'bytes', [[null, 'red'], [1, 'green']]),
       g.stat('Backup files', 'Backup files present in the backup directory.',
-             [[perStore(sel('apscheduler_backup_files')), '{{jobstore}}']], 'none', t([[null, 'red'], [1, 'green']])),
+             [[perStore(sel('apscheduler_backup_files')), '{{jobstore}}']], 'none', [[null, 'red'], [1, 'green']]),
       g.stat('Backups total size', 'All backup files together.',
              [[perStore(sel('apscheduler_backup_total_size_bytes')), '{{jobstore}}']], 'bytes'),
       g.stat('Last backup duration', 'Duration of the latest backup run.',
@@ -114,7 +114,7 @@ local g = import 'lib/grafana.libsonnet';
                    [
                      ['time() - %s' % perStore(sel('apscheduler_backup_last_success_timestamp_seconds')), 'last success {{jobstore}}'],
                      ['time() - %s' % perStore(sel('apscheduler_backup_newest_file_timestamp_seconds')), 'newest file {{jobstore}}'],
-                   ], 's', steps=t([[null, 'green'], [c.backupMaxAgeSeconds, 'red']]), thresholdLine=true),
+                   ], 's', steps=[[null, 'green'], [c.backupMaxAgeSeconds, 'red']], thresholdLine=true),
       g.timeseries('Backup storage', 'Size of the newest backup file and of all backup files.',
                    [
                      [perStore(sel('apscheduler_backup_newest_file_size_bytes')), 'newest file {{jobstore}}'],
@@ -143,7 +143,7 @@ local g = import 'lib/grafana.libsonnet';
                 ['Last duration', only(perStoreJob(sel('apscheduler_job_last_run_duration_seconds'))), 'value'],
               ],
               jobLabels + [['schedule', 'Schedule']], 's', h=8,
-              links=g.links([drillDown, runbook('APSchedulerJobFailing')])),
+              links=[drillDown, runbook('APSchedulerJobFailing')]),
     ],
     stuck: [
       g.stat('Runs in progress', 'Runs started and not yet finished.',
@@ -157,8 +157,8 @@ local g = import 'lib/grafana.libsonnet';
                 ['Misfire grace', '%s and on (%s) %s' % [perStoreJob(sel('apscheduler_job_misfire_grace_seconds')), SJ, late], 'value'],
               ],
               jobLabels, 's', ['Past due by', true], w=10,
-              colored={ 'Past due by': t([[null, 'orange'], [60, 'red']]) },
-              links=g.links([drillDown, runbook('APSchedulerJobOverdue')])),
+              colored={ 'Past due by': [[null, 'orange'], [60, 'red']] },
+              links=[drillDown, runbook('APSchedulerJobOverdue')]),
       local longest = 'topk(%d, time() - %s)' % [N, perStoreJob(sel('apscheduler_job_running_since_timestamp_seconds'))];
       g.table('Running jobs', 'The %d jobs with the longest unfinished run: since when, for how long, and the last finished run to compare with.' % N,
               [
@@ -167,19 +167,19 @@ local g = import 'lib/grafana.libsonnet';
                 ['Last duration', '%s and on (%s) %s' % [perStoreJob(sel('apscheduler_job_last_run_duration_seconds')), SJ, longest], 'value'],
               ],
               jobLabels, 's', ['Running for', true], w=10,
-              colored={ 'Running for': t([[null, 'green'], [c.jobStuckSeconds, 'red']]) },
-              links=g.links([drillDown, runbook('APSchedulerJobStuck')])),
+              colored={ 'Running for': [[null, 'green'], [c.jobStuckSeconds, 'red']] },
+              links=[drillDown, runbook('APSchedulerJobStuck')]),
     ],
     heartbeats:
       local last = 'max by (%s, scheduler) (%s)' % [S, sel('apscheduler_scheduler_last_heartbeat_timestamp_seconds')];
       local running = 'max by (%s, scheduler) (%s)' % [S, sel('apscheduler_scheduler_running')];
       [
         g.stat('Scheduler state', 'Whether each scheduler process reports running with a fresh heartbeat.',
-               [[running, '{{scheduler}}']], 'none', t([[null, 'red'], [1, 'green']]),
-               g.valueMap({ '1': ['Running', 'green'], '0': ['Not running', 'red'] }), w=12, textMode='value_and_name'),
+               [[running, '{{scheduler}}']], 'none', [[null, 'red'], [1, 'green']],
+               { '1': ['Running', 'green'], '0': ['Not running', 'red'] }, w=12, textMode='value_and_name'),
         g.stat('Heartbeat age', 'Time since each scheduler process last wrote its heartbeat; orange and red at the thresholds of APSchedulerSchedulerDown.',
                [['time() - ' + last, '{{scheduler}}']], 's', heartbeatSteps, w=12, textMode='value_and_name',
-               links=g.links([runbook('APSchedulerSchedulerDown')])),
+               links=[runbook('APSchedulerSchedulerDown')]),
         g.table('Schedulers', 'Every scheduler process that writes heartbeats into the job store database.',
                 [
                   ['state', asText(running, 'state', { '1': 'running', '0': 'not running' }), 'hidden'],
@@ -196,13 +196,13 @@ local g = import 'lib/grafana.libsonnet';
       [
         g.stat('Sources', 'Whether the last poll of each source (jobs, history, heartbeats, backups) succeeded; a failing source leaves its panels at their last values.',
                [['min by (%s, source) (%s)' % [S, sel('jobstore_exporter_source_up')], '{{source}}']], 'none',
-               t([[null, 'red'], [1, 'green']]), upDown, w=8, textMode='value_and_name',
-               links=g.links([runbook('JobstoreExporterSourceDown')])),
+               [[null, 'red'], [1, 'green']], upDown, w=8, textMode='value_and_name',
+               links=[runbook('JobstoreExporterSourceDown')]),
         g.stat('Undecodable jobs', 'Job rows whose job_state the exporter could not decode safely.',
                [[perStore(sel('jobstore_exporter_undecodable_jobs')), '{{jobstore}}']], 'none', g.okRed),
         g.stat('Since last successful poll', 'Time since each source was last read successfully.',
                [['time() - ' + bySource % [S, sel('jobstore_exporter_last_poll_success_timestamp_seconds')], '{{source}}']],
-               's', t([[null, 'green'], [60, 'orange'], [300, 'red']]), w=12, textMode='value_and_name'),
+               's', [[null, 'green'], [60, 'orange'], [300, 'red']], w=12, textMode='value_and_name'),
         g.timeseries('Poll duration by source', 'Duration of the last poll of each source, per exporter replica.',
                      [['max by (instance, %s, source) (%s)' % [S, sel('jobstore_exporter_poll_duration_seconds')], '{{source}} {{instance}}']], 's', w=8),
         g.timeseries('Poll errors by source', 'Failed polls per rate interval, per exporter replica.',
@@ -223,28 +223,28 @@ local g = import 'lib/grafana.libsonnet';
               [['info', 'max by (instance, %s, name, trigger, schedule, executor) (%s)' % [SJ, jsel('apscheduler_job_info')], 'hidden']],
               [['instance', 'Exporter'], ['jobstore', 'Job store'], ['job_id', 'Job ID'], ['name', 'Name'], ['trigger', 'Trigger'], ['schedule', 'Schedule'], ['executor', 'Executor']],
               'none', h=5,
-              links=g.links([['Job page on the exporter', 'http://${__data.fields.Exporter}/jobs/${__data.fields["Job store"]}/${__data.fields["Job ID"]}']])),
+              links=[['Job page on the exporter', 'http://${__data.fields.Exporter}/jobs/${__data.fields["Job store"]}/${__data.fields["Job ID"]}']]),
       g.stat('Next run in', 'Time until the next fire time; negative when overdue. Paused jobs have none.',
-             [one('apscheduler_job_next_run_delta_seconds')], 's', t([[null, 'red'], [0, 'green']])),
+             [one('apscheduler_job_next_run_delta_seconds')], 's', [[null, 'red'], [0, 'green']]),
       g.stat('Paused', 'Whether the job is paused.', [one('apscheduler_job_paused')], 'none',
-             t([[null, 'green'], [1, 'orange']]), g.valueMap({ '1': ['Paused', 'orange'], '0': ['Active', 'green'] })),
+             [[null, 'green'], [1, 'orange']], { '1': ['Paused', 'orange'], '0': ['Active', 'green'] }),
       g.stat('Last result', 'Result of the most recent finished run; "never ran" before the first.',
              ['%s or %s * -1' % [one('apscheduler_job_last_run_success'), one('apscheduler_job_info')]], 'none',
-             t([[null, 'red'], [1, 'green']]), g.valueMap({ '1': ['Succeeded', 'green'], '0': ['Failed', 'red'] } + neverRan),
-             links=g.links([runbook('APSchedulerJobFailing')])),
+             [[null, 'red'], [1, 'green']], { '1': ['Succeeded', 'green'], '0': ['Failed', 'red'] } + neverRan,
+             links=[runbook('APSchedulerJobFailing')]),
       g.stat('Consecutive failures', 'Failed runs since the last success.', [one('apscheduler_job_consecutive_failures')], 'none', g.okRed),
       g.stat('Since last success', 'Time since the most recent successful run ended.',
              ['time() - ' + one('apscheduler_job_last_success_timestamp_seconds')], 's'),
       g.stat('Overdue by', 'How far past its fire time the job was at the last poll, when beyond its grace; 0 otherwise.',
              ['%s or %s * 0' % [one('apscheduler_job_overdue_seconds'), one('apscheduler_job_info')]], 's',
-             t([[null, 'green'], [1, 'red']]), links=g.links([runbook('APSchedulerJobOverdue')])),
+             [[null, 'green'], [1, 'red']], links=[runbook('APSchedulerJobOverdue')]),
     ],
     runs: [
       g.timeseries('Runs by status', 'Finished runs per minute, by status.',
                    [['60 * max by (%s, status) (%s)' % [SJ, rate('apscheduler_job_runs_total')], '{{status}}']], 'opm', w=8),
       g.timeseries('Failed, missed and skipped runs', 'Runs that failed, were missed (past their misfire grace) or were skipped (max_instances reached), per rate interval.',
                    [['max by (%s, status) (%s)' % [SJ, rate('apscheduler_job_runs_total', ['status=~"failed|missed|skipped"'], 'increase')], '{{status}}']],
-                   'none', bars=true, w=8, links=g.links([runbook('APSchedulerJobMissedRuns')])),
+                   'none', bars=true, w=8, links=[runbook('APSchedulerJobMissedRuns')]),
       g.timeseries('Failure ratio', 'Share of finished runs that failed; gaps where no run finished in the rate interval.',
                    [['max by (%s) (%s) / max by (%s) (%s)' % [SJ, rate('apscheduler_job_runs_total', ['status="failed"']), SJ, 'sum without (status) (%s)' % rate('apscheduler_job_runs_total', ['status=~"success|failed"'])], 'failed']],
                    'percentunit', w=8),
@@ -269,14 +269,14 @@ local g = import 'lib/grafana.libsonnet';
                    [[one('apscheduler_job_next_run_delta_seconds'), 'next run in']], 's'),
       g.timeseries('Running time of the unfinished run', 'How long the oldest unfinished run has been going, against the stuck-run threshold.',
                    [['time() - ' + one('apscheduler_job_running_since_timestamp_seconds'), 'running for']], 's',
-                   steps=t([[null, 'green'], [c.jobStuckSeconds, 'red']]), thresholdLine=true),
+                   steps=[[null, 'green'], [c.jobStuckSeconds, 'red']], thresholdLine=true),
     ],
   },
 
   local variables(withJob) =
     local scope = 'job=~"$job", instance=~"$instance"';
     [
-      g.datasourceVariable('prometheus', 'Prometheus'),
+      g.datasourceVariable('Data source', 'The Prometheus that scrapes jobstore-exporter.', 'prometheus', 'Prometheus'),
       g.queryVariable('job', 'Job', 'label_values(apscheduler_up, job)', 'Prometheus scrape job of the exporter.'),
       g.queryVariable('instance', 'Instance', 'label_values(apscheduler_up{job=~"$job"}, instance)', 'Exporter instance (one sidecar; replicas on one database count once).'),
       g.queryVariable('jobstore', 'Job store', 'label_values(apscheduler_up{%s}, jobstore)' % scope, 'Job store name the exporter was configured with.'),
@@ -286,7 +286,8 @@ local g = import 'lib/grafana.libsonnet';
       ] else []
     ),
 
-  grafanaDashboards+:: {
+  // Panel specs per dashboard file; mixin/build_dashboards.py builds the dashboards from them.
+  grafanaDashboardSpecs+:: {
     'jobstore-exporter.json': g.dashboard(
       c.dashboardUid,
       'APScheduler job store',
@@ -300,7 +301,7 @@ local g = import 'lib/grafana.libsonnet';
         ['Scheduler heartbeats', overview.heartbeats],
         ['Exporter health', overview.exporter],
       ],
-      [{ title: 'APScheduler job', type: 'link', url: '/d/%s' % c.jobDashboardUid, icon: 'dashboard', includeVars: true, keepTime: true, asDropdown: false, tags: [], targetBlank: false, tooltip: 'One job in detail' }],
+      [['APScheduler job', '/d/%s' % c.jobDashboardUid, 'One job in detail']],
     ),
     'jobstore-exporter-job.json': g.dashboard(
       c.jobDashboardUid,
@@ -313,7 +314,7 @@ local g = import 'lib/grafana.libsonnet';
         ['Durations', job.durations],
         ['Timing', job.timing],
       ],
-      [{ title: 'APScheduler job store', type: 'link', url: '/d/%s' % c.dashboardUid, icon: 'dashboard', includeVars: true, keepTime: true, asDropdown: false, tags: [], targetBlank: false, tooltip: 'Back to the overview' }],
+      [['APScheduler job store', '/d/%s' % c.dashboardUid, 'Back to the overview']],
     ),
   },
 }

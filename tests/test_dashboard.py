@@ -25,6 +25,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -40,6 +42,7 @@ DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
 DASHBOARD_PATH = DASHBOARDS_DIR / "jobstore-exporter.json"
 JOB_DASHBOARD_PATH = DASHBOARDS_DIR / "jobstore-exporter-job.json"
 MIXIN = ROOT / "mixin"
+CUSTOM_CONFIG = MIXIN / "tests" / "custom-config.libsonnet"
 ALERTS_PATH = ROOT / "prometheus" / "alerts.yml"
 DATASOURCES_PATH = ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS_PATH = ROOT / "grafana" / "provisioning" / "dashboards" / "jobstore-exporter.yml"
@@ -412,12 +415,67 @@ def test_dashboards_are_the_mixin_rendered_with_defaults() -> None:
     render = mixin_render()
     try:
         boards = render.dashboards()
-    except render.JsonnetMissing as exc:
+    except render.ToolMissing as exc:
         unavailable(str(exc))
     for name, text in boards.items():
         assert (DASHBOARDS_DIR / name).read_text(encoding="utf-8") == text, (
             f"grafana/dashboards/{name} is out of date: run python mixin/render.py"
         )
+
+
+def test_a_custom_config_renders_alerts_and_dashboards_in_one_command(tmp_path: Path) -> None:
+    """`python mixin/render.py --config FILE --out DIR` renders both outputs from one set of
+    settings (mixin/tests/custom-config.libsonnet: apps told apart by cluster and namespace,
+    backups every 6 hours, the runbook on a wiki), and leaves the shipped files alone."""
+    render = mixin_render()
+    try:
+        render.builder()
+        render.settings()
+    except render.ToolMissing as exc:
+        unavailable(str(exc))
+    shipped = {path: path.read_bytes() for path in DASHBOARDS_DIR.glob("*.json")}
+    result = subprocess.run(
+        [sys.executable, str(MIXIN / "render.py"), "--config", str(CUSTOM_CONFIG),
+         "--out", str(tmp_path / "out")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    alerts = yaml.safe_load((out / "alerts.yml").read_text(encoding="utf-8"))
+    rules = [r for g in alerts["groups"] for r in g["rules"]]
+    assert rules and all('job="jobstore-exporter"' not in r["expr"] for r in rules)
+    assert any('job="scheduler-sidecar"' in r["expr"] for r in rules)
+    assert sorted(p.name for p in (out / "dashboards").iterdir()) == sorted(p.name for p in shipped)
+    assert {path: path.read_bytes() for path in DASHBOARDS_DIR.glob("*.json")} == shipped
+    boards = [load_dashboard(out / "dashboards" / p.name) for p in shipped]
+    panels = [p for board in boards for p in all_panels(board) if p["type"] != "row"]
+    exprs = [t["expr"] for p in panels for t in p["targets"]]
+    assert any("by (cluster, namespace, jobstore" in e for e in exprs)
+    assert not any(re.search(r"\bapp\b", e) for e in exprs)
+    (backup_age,) = [p for p in panels if p["title"] == "Since last successful backup"]
+    steps = backup_age["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps if s["color"] == "red"] == [7 * 3600]
+    runbook_urls = [
+        link["url"]
+        for p in panels
+        for link in p["fieldConfig"]["defaults"].get("links", [])
+        if "Runbook" in link["title"]
+    ]
+    assert runbook_urls
+    assert all(u.startswith("https://wiki.example.com/apscheduler-runbook#") for u in runbook_urls)
+    for board in boards:
+        assert_valid(schema_validator("dashboard"), board, f"the {board['uid']} dashboard")
+
+
+def test_the_sdk_is_a_build_dependency_only() -> None:
+    """grafana-foundation-sdk builds the committed JSON; the exporter never needs it. Pre-1.0,
+    so pinned exactly."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert not any("grafana-foundation-sdk" in d for d in project["dependencies"])
+    (pin,) = project["optional-dependencies"]["dashboards"]
+    assert re.fullmatch(r"grafana-foundation-sdk==\d+!\d+\.\d+\.\d+", pin)
+    for path in (ROOT / "exporter").rglob("*.py"):
+        assert "grafana_foundation_sdk" not in path.read_text(encoding="utf-8"), path
 
 
 def test_the_two_dashboards_link_to_each_other() -> None:
