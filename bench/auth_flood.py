@@ -100,10 +100,10 @@ def ipv6_loopback() -> bool:
 async def _bench(clients: int, seconds: float, users: int) -> None:
     import bcrypt
 
-    from exporter.config import load_config
-    from exporter.listener import GuardedSite
-    from exporter.server import Sidecar, make_runner
-    from exporter.web_config import load_web_config
+    from exporter.sidecar.config import load_config
+    from exporter.sidecar.serving.listener import GuardedSite
+    from exporter.sidecar.serving.server import Sidecar, make_runner
+    from exporter.sidecar.serving.web_config import load_web_config
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from pki import make_pki

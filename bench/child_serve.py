@@ -38,8 +38,8 @@ from typing import IO
 
 from aiohttp import web
 
-from exporter import memory
-from exporter.server import SWITCH_INTERVAL, BodyResponse, split_address
+from exporter.sidecar import memory
+from exporter.sidecar.serving.server import SWITCH_INTERVAL, BodyResponse, split_address
 
 ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -50,8 +50,8 @@ FRAME = struct.Struct("<II")
 
 def worker(url: str, poll_interval: float) -> None:
     """The child: polls and renders as ``serve`` does; each new body goes out as a frame."""
-    from exporter.config import load_config
-    from exporter.server import Sidecar
+    from exporter.sidecar.config import load_config
+    from exporter.sidecar.serving.server import Sidecar
 
     memory.tune_allocator()
     out = os.fdopen(sys.stdout.fileno(), "wb", buffering=0)

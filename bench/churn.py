@@ -48,7 +48,7 @@ import sqlalchemy as sa
 
 from bench.soak import HEADERS, RESULTS, _wait_ready, free_port, rss_mib, verdict
 from bench.stores import build_store
-from exporter.tables import history_table
+from exporter.shared.tables import history_table
 
 
 class Paced(threading.Thread):

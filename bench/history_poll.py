@@ -21,10 +21,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from exporter.config import load_config
-from exporter.db import reader_engine
-from exporter.sources.history import HistorySource
-from exporter.tables import history_table
+from exporter.shared.tables import history_table
+from exporter.sidecar.config import load_config
+from exporter.sidecar.db import reader_engine
+from exporter.sidecar.sources.history import HistorySource
 
 RESULTS = Path(__file__).parent / "results"
 T0 = datetime(2026, 1, 1)

@@ -98,7 +98,7 @@ def _copy_rows(source: sa.Engine, target: sa.Engine) -> None:
     """The SQLite store's rows, as they are, into ``target`` (its tables created afresh)."""
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
-    from exporter.tables import heartbeat_table, history_table
+    from exporter.shared.tables import heartbeat_table, history_table
 
     kit = sa.MetaData()
     tables = [
@@ -118,7 +118,7 @@ def _copy_rows(source: sa.Engine, target: sa.Engine) -> None:
 
 def _add_runs(url: str, moment: datetime) -> None:
     """Five finished runs (one failed) of the first jobs, after round 1's poll."""
-    from exporter.tables import history_table
+    from exporter.shared.tables import history_table
 
     engine = sa.create_engine(url)
     table = history_table(sa.MetaData())
@@ -160,8 +160,8 @@ def _render_all(sidecar: Any) -> dict[str, bytes]:
 
 def bodies_of(url: str, moment: float, change: Callable[[], None]) -> dict[str, bytes]:
     """Round 1 and round 2 bodies of the store at ``url``, polled and rendered in process."""
-    from exporter.config import load_config
-    from exporter.server import Sidecar
+    from exporter.sidecar.config import load_config
+    from exporter.sidecar.serving.server import Sidecar
 
     out: dict[str, bytes] = {}
     with frozen_clock(moment):

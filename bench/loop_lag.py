@@ -1,11 +1,11 @@
 """How long the event loop that serves scrapes waits for other work, and for what.
 
-Runs the sidecar as ``serve`` runs it (``exporter.server.serve``: glibc's allocator, the switch
-interval, pollers and renders on their threads), in this process, with a poll every 2 s and a
-light scraper in a child process (20 scrapes/s with Prometheus' headers, so the clock part
-renders every second and each poll's body is rendered as in production). Beside the server, a
-probe task sleeps 1 ms at a time on the loop; whatever keeps it waiting longer than that (a
-poll or a render holding the interpreter lock, a garbage collection, a big copy on the loop
+Runs the sidecar as ``serve`` runs it (``exporter.sidecar.serving.server.serve``: glibc's
+allocator, the switch interval, pollers and renders on their threads), in this process, with a poll
+every 2 s and a light scraper in a child process (20 scrapes/s with Prometheus' headers, so the
+clock part renders every second and each poll's body is rendered as in production). Beside the
+server, a probe task sleeps 1 ms at a time on the loop; whatever keeps it waiting longer than that
+(a poll or a render holding the interpreter lock, a garbage collection, a big copy on the loop
 itself) shows up as lag. Each stall over ``--report-ms`` is recorded with what the other
 threads were doing when the loop got the lock back, and every cyclic GC pass is timed with its
 generation. Nothing here is part of the test suite.
@@ -30,9 +30,9 @@ import time
 from typing import Any
 
 from bench.scrape import ACCEPT, free_port, get
-from exporter import memory
-from exporter.config import load_config
-from exporter.server import serve
+from exporter.sidecar import memory
+from exporter.sidecar.config import load_config
+from exporter.sidecar.serving.server import serve
 
 SCRAPER = """
 import sys, time, urllib.request

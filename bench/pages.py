@@ -41,7 +41,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bench.history_poll import scratch_database
 from bench.scrape import ROOT, free_port, get
-from exporter.tables import history_table
+from exporter.shared.tables import history_table
 
 JOBS = 200
 CLIENTS = 5
@@ -132,7 +132,7 @@ def quantile(values: list[float], q: float) -> float:
 
 def timed(client: Client, paths: list[str]) -> dict[str, float]:
     """Latency of each path on an otherwise idle exporter: a pause after each request lets the
-    previous one's rest (see exporter/web/runs.py) pass, as between a person's clicks."""
+    previous one's rest (see exporter/sidecar/web/runs.py) pass, as between a person's clicks."""
     times = []
     for path in paths:
         time.sleep(0.25)
@@ -261,12 +261,12 @@ def status_page(url: str, jobs: int = 10_000, rounds: int = 15) -> dict[str, Any
     the model from the snapshot, one page of 50 jobs with the filter and pager, the template;
     and separately the run-strip query of those 50 jobs. Median of ``rounds``."""
     from bench.stores import build_store
-    from exporter.config import load_config
-    from exporter.poller import StorePoller
-    from exporter.status import StatusOptions, build_status, render_html
-    from exporter.web.listing import paginate
-    from exporter.web.routes import STRIP_RUNS
-    from exporter.web.runs import StoreQueries
+    from exporter.sidecar.config import load_config
+    from exporter.sidecar.poller import StorePoller
+    from exporter.sidecar.web.listing import paginate
+    from exporter.sidecar.web.routes import STRIP_RUNS
+    from exporter.sidecar.web.runs import StoreQueries
+    from exporter.sidecar.web.status import StatusOptions, build_status, render_html
 
     build_store(url, jobs)
     store = load_config(db_url=url).stores[0]

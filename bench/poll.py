@@ -33,8 +33,8 @@ import sqlalchemy as sa
 
 from bench.scrape import ACCEPT
 from bench.stores import change_states
-from exporter.config import load_config
-from exporter.server import Sidecar
+from exporter.sidecar.config import load_config
+from exporter.sidecar.serving.server import Sidecar
 
 FLOOR_SQL = "SELECT id, next_run_time, job_state FROM apscheduler_jobs"
 

@@ -41,7 +41,7 @@ except ImportError:  # APScheduler 3.10
     CalendarIntervalTrigger = None  # type: ignore[assignment,misc]
 
 from bench.sample_jobs import ReportSpec, TenantSync
-from exporter.tables import heartbeat_table, history_table
+from exporter.shared.tables import heartbeat_table, history_table
 
 TEMPLATES = 300
 PAUSE_EVERY = 7

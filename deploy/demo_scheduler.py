@@ -4,7 +4,7 @@ It does what an Aegis-style app's scheduler container does. ``exporter.create_sc
 persists the jobs in the database, records every run in ``job_execution`` and writes heartbeats
 to ``scheduler_heartbeat``; every start re-registers the jobs from code with
 ``replace_existing=True``. The jobs are those of ``jobstore-exporter demo``, defined once in
-``exporter.demo_jobs``: ``cleanup_temp`` every 6 hours, ``report_gen`` weekly on Monday at
+``exporter.cli.demo_jobs``: ``cleanup_temp`` every 6 hours, ``report_gen`` weekly on Monday at
 09:00 UTC and ``sync_inventory`` every 20 s, failing about one run in five, beside the kit's
 ``database_backup`` (SQLite's backup API, or ``pg_dump`` for PostgreSQL), here daily at
 02:00 UTC unless ``--backup-every`` asks for an interval; the log states the schedule in force.
@@ -49,7 +49,7 @@ import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter import create_scheduler
-from exporter.demo_jobs import add_demo_jobs, backup_setting
+from exporter.cli.demo_jobs import add_demo_jobs, backup_setting
 from exporter.kit.engine import normalize_url
 
 log = logging.getLogger("demo_scheduler")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.version import __version__
+from exporter.shared.version import __version__
 
 __all__ = ["__version__", "create_scheduler", "instrument", "register_backup_job"]
 

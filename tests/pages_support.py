@@ -22,10 +22,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from yarl import URL
 
-from exporter.config import Config
-from exporter.poller import StorePoller
-from exporter.server import Sidecar, create_app
-from exporter.tables import history_table
+from exporter.shared.tables import history_table
+from exporter.sidecar.config import Config
+from exporter.sidecar.poller import StorePoller
+from exporter.sidecar.serving.server import Sidecar, create_app
 
 
 def naive(moment: float) -> datetime:

@@ -16,11 +16,11 @@ from stores import write_jobs
 from support import Database
 
 from bench.auth_flood import basic, flood_result, ipv6_loopback, start_flood
-from exporter.basic_auth import AuthLimits, BasicAuth, Throttled
-from exporter.config import load_config
-from exporter.listener import GuardedSite
-from exporter.server import Sidecar, make_runner
-from exporter.web_config import load_web_config
+from exporter.sidecar.config import load_config
+from exporter.sidecar.serving.basic_auth import AuthLimits, BasicAuth, Throttled
+from exporter.sidecar.serving.listener import GuardedSite
+from exporter.sidecar.serving.server import Sidecar, make_runner
+from exporter.sidecar.serving.web_config import load_web_config
 
 PASSWORD = "correct horse battery staple"
 SCRAPE_TIMEOUT = 10.0  # Prometheus' default scrape_timeout

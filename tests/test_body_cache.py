@@ -14,7 +14,7 @@ import threading
 
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.render import BodyCache
+from exporter.sidecar.metrics.render import BodyCache
 
 TEXT = "text/plain"
 

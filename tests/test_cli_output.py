@@ -18,7 +18,7 @@ from stores import SEED_JOBS, write_jobs
 from support import Database
 from test_history_reader import History
 
-from exporter.backup_files import backup_name
+from exporter.shared.backup_files import backup_name
 
 LONG = "x" * 200
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, load_config
+from exporter.sidecar.config import ConfigError, load_config
 
 
 @pytest.fixture(autouse=True)

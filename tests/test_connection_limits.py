@@ -20,7 +20,7 @@ from pki import Pki, make_pki
 from stores import write_jobs
 from support import Database, free_port, stop
 
-from exporter.config import load_config
+from exporter.sidecar.config import load_config
 
 
 @pytest.fixture(scope="module")

@@ -48,8 +48,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import IN_CI
 
-from exporter import decode
-from exporter.decode import MAX_JOB_STATE_BYTES, DecodedJob, UndecodableJob, decode_job_state
+from exporter.sidecar import decode
+from exporter.sidecar.decode import (
+    MAX_JOB_STATE_BYTES,
+    DecodedJob,
+    UndecodableJob,
+    decode_job_state,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -678,7 +683,7 @@ def test_memo_shared_trigger_tree_is_refused_before_it_is_built() -> None:
     code = textwrap.dedent("""
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-        from exporter.decode import UndecodableJob, decode_job_state
+        from exporter.sidecar.decode import UndecodableJob, decode_job_state
         try:
             decode_job_state(bytes.fromhex(sys.stdin.read()))
             print("decoded")
@@ -838,7 +843,7 @@ def test_deeply_nested_tuples_do_not_crash_the_process() -> None:
     the decoder must refuse it before the unpickler builds the dict. Run in a subprocess so
     a regression shows up as a failure rather than a dead test run."""
     code = textwrap.dedent("""
-        from exporter.decode import UndecodableJob, decode_job_state
+        from exporter.sidecar.decode import UndecodableJob, decode_job_state
         key = b")" + b"\\x85" * 1_000_000
         for data in (b"\\x80\\x05}" + key + b"K\\x01s.", b"\\x80\\x05(" + key + b"\\x91."):
             try:

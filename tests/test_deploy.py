@@ -45,7 +45,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from support import Database, free_port, need_server
 
-from exporter.config import DEFAULT_PORT, ENV_PREFIX, Settings, load_config
+from exporter.sidecar.config import DEFAULT_PORT, ENV_PREFIX, Settings, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.memory import HeapFreezer
+from exporter.sidecar.memory import HeapFreezer
 
 
 @pytest.fixture(autouse=True)

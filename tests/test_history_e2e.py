@@ -23,10 +23,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from support import Database, wait_for
 
-from exporter.config import load_config
 from exporter.kit import instrument
-from exporter.metrics import SnapshotCollector
-from exporter.poller import StorePoller
+from exporter.sidecar.config import load_config
+from exporter.sidecar.metrics.collector import SnapshotCollector
+from exporter.sidecar.poller import StorePoller
 
 STATUS = {
     EVENT_JOB_EXECUTED: "success",

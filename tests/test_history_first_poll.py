@@ -23,10 +23,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client.parser import text_string_to_metric_families
 from support import Database, free_port, stop, wait_for
 
-from exporter.config import load_config
 from exporter.kit import instrument
-from exporter.metrics import SnapshotCollector
-from exporter.poller import StorePoller
+from exporter.sidecar.config import load_config
+from exporter.sidecar.metrics.collector import SnapshotCollector
+from exporter.sidecar.poller import StorePoller
 
 
 def table_counts(db: Database, above_id: int = 0) -> Counter[tuple[str, str]]:

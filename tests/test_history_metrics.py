@@ -11,10 +11,10 @@ from stores import write_jobs
 from support import Database
 from test_history_reader import History
 
-from exporter.config import load_config
-from exporter.metrics import SnapshotCollector
-from exporter.poller import StorePoller
-from exporter.tables import heartbeat_table
+from exporter.shared.tables import heartbeat_table
+from exporter.sidecar.config import load_config
+from exporter.sidecar.metrics.collector import SnapshotCollector
+from exporter.sidecar.poller import StorePoller
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

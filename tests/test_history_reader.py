@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 from support import Database
 
-from exporter.config import load_config
-from exporter.snapshot import JobRuns
-from exporter.sources.history import HistorySource
-from exporter.tables import history_table
+from exporter.shared.tables import history_table
+from exporter.sidecar.config import load_config
+from exporter.sidecar.snapshot import JobRuns
+from exporter.sidecar.sources.history import HistorySource
 
 T0 = datetime(2026, 11, 20, 2, 0, 0)  # naive UTC, as Aegis writes
 

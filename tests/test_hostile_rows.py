@@ -34,10 +34,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from stores import SEED_JOBS, write_jobs
 from support import Database
 
-from exporter.config import load_config
-from exporter.poller import StorePoller
-from exporter.server import SIDECAR, create_app
-from exporter.snapshot import JobView
+from exporter.sidecar.config import load_config
+from exporter.sidecar.poller import StorePoller
+from exporter.sidecar.serving.server import SIDECAR, create_app
+from exporter.sidecar.snapshot import JobView
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0"
 LONE = "\ud800"  # a lone surrogate: pickle keeps it (surrogatepass), UTF-8 cannot encode it
@@ -426,8 +426,8 @@ def test_a_1kb_row_of_shared_subtrees_is_counted_not_built(sqlite_db: Database) 
     code = textwrap.dedent(f"""
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-        from exporter.config import load_config
-        from exporter.poller import StorePoller
+        from exporter.sidecar.config import load_config
+        from exporter.sidecar.poller import StorePoller
         snapshot = StorePoller(load_config(db_url={sqlite_db.url!r}).stores[0]).poll()
         print(snapshot.up, snapshot.undecodable, len(snapshot.jobs))
     """)

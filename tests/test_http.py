@@ -17,9 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from stores import write_jobs
 from support import Database
 
-from exporter.config import Config, load_config
-from exporter.poller import StorePoller
-from exporter.server import SIDECAR, WRITE_CHUNK, create_app
+from exporter.sidecar.config import Config, load_config
+from exporter.sidecar.poller import StorePoller
+from exporter.sidecar.serving.server import SIDECAR, WRITE_CHUNK, create_app
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"

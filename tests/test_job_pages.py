@@ -28,8 +28,8 @@ from stores import SEED_JOBS, write_jobs
 from support import Database, free_port, stop, wait_for
 from test_status_page import browse, picture
 
-from exporter.config import load_config
-from exporter.web.runs import Busy, RunReader
+from exporter.sidecar.config import load_config
+from exporter.sidecar.web.runs import Busy, RunReader
 
 SYNC = {
     "func": "sample_jobs:noop",

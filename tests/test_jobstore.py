@@ -17,9 +17,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from stores import SEED_JOBS, write_jobs
 from support import Database
 
-from exporter.config import StoreConfig, load_config
-from exporter.db import reader_engine
-from exporter.poller import StorePoller
+from exporter.sidecar.config import StoreConfig, load_config
+from exporter.sidecar.db import reader_engine
+from exporter.sidecar.poller import StorePoller
 
 
 def store_for(url: str, **flags: object) -> StoreConfig:

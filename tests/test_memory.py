@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support import free_port, stop, wait_for
 
-from exporter import memory
+from exporter.sidecar import memory
 
 pytestmark = pytest.mark.skipif(
     not memory.on_glibc(), reason="not glibc: the allocator is left alone"

@@ -1,4 +1,4 @@
-"""The per-job encoded static part (exporter/metric_store.py) against prometheus_client.
+"""The per-job encoded static part (exporter/sidecar/metrics/store.py) against prometheus_client.
 
 ``prometheus_client``'s encoders stay the reference: random snapshots (hostile label text,
 odd floats, selections, history, backups, several stores) are rendered both ways, and the
@@ -27,13 +27,13 @@ from stores import write_jobs
 from support import Database
 from test_history_reader import History
 
-from exporter.config import load_config
-from exporter.health import overdue_jobs
-from exporter.metric_store import MetricStore
-from exporter.metric_table import Store
-from exporter.metrics import SnapshotCollector
-from exporter.poller import StorePoller
-from exporter.snapshot import (
+from exporter.sidecar.config import load_config
+from exporter.sidecar.health import overdue_jobs
+from exporter.sidecar.metrics.collector import SnapshotCollector
+from exporter.sidecar.metrics.store import MetricStore
+from exporter.sidecar.metrics.table import Store
+from exporter.sidecar.poller import StorePoller
+from exporter.sidecar.snapshot import (
     SOURCES,
     BackupFiles,
     Heartbeat,
@@ -42,7 +42,7 @@ from exporter.snapshot import (
     SourceStatus,
     StoreSnapshot,
 )
-from exporter.sources.history import BUCKETS, FINISHED
+from exporter.sidecar.sources.history import BUCKETS, FINISHED
 
 GRACE = 30.0
 BACKUP_IDS = {"default": "database_backup"}

@@ -1,11 +1,13 @@
-"""The metric table (exporter/metric_families.py) against the golden list, the docs and a scrape.
+"""The metric table (exporter/sidecar/metrics/families.py) against the golden list, the docs and a
+scrape.
 
 - The table and ``tests/metrics_golden.txt`` name the same families, types and labels, in the
   order of the body; a family added, renamed or relabelled in one and not the other fails here.
 - Every metric of the public contract (``../shared/spec/contract.md``, when it is beside the
   clone) is in the golden list with its type and labels: an optional extra check, skipped with
   the reason without the contract, required under ``CI=true``.
-- The reference tables of docs/metrics.md are what ``python -m exporter.metric_docs`` writes.
+- The reference tables of docs/metrics.md are what ``python -m exporter.sidecar.metrics.docs``
+  writes.
 - A real scrape of a real store serves only families of the golden list, with their labels.
 """
 
@@ -27,12 +29,12 @@ from stores import write_jobs
 from support import Database
 from test_history_reader import History
 
-from exporter import metric_docs
-from exporter.config import load_config
-from exporter.metric_families import FAMILIES
-from exporter.poller import StorePoller
-from exporter.server import SIDECAR, create_app
-from exporter.tables import heartbeat_table
+from exporter.shared.tables import heartbeat_table
+from exporter.sidecar.config import load_config
+from exporter.sidecar.metrics import docs as metric_docs
+from exporter.sidecar.metrics.families import FAMILIES
+from exporter.sidecar.poller import StorePoller
+from exporter.sidecar.serving.server import SIDECAR, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI") == "true"
@@ -51,7 +53,7 @@ def _contract_path() -> Path | None:
 def test_table_and_golden_list_agree() -> None:
     table = [(f.name, f.kind, f.labels) for f in FAMILIES]
     golden = [(g.name, g.type, g.labels) for g in golden_families().values()]
-    assert table == golden, f"exporter/metric_families.py and {GOLDEN_PATH.name} differ"
+    assert table == golden, f"exporter/sidecar/metrics/families.py and {GOLDEN_PATH.name} differ"
     assert len({name for name, _, _ in table}) == len(table), "a family is declared twice"
 
 
@@ -81,7 +83,7 @@ def test_contract_metrics_are_in_the_golden_list() -> None:
 def test_docs_tables_are_generated_from_the_table() -> None:
     doc = ROOT / "docs" / "metrics.md"
     text = doc.read_text(encoding="utf-8")
-    assert metric_docs.render(text) == text, "run python -m exporter.metric_docs"
+    assert metric_docs.render(text) == text, "run python -m exporter.sidecar.metrics.docs"
     for family in FAMILIES:
         assert f"| `{family.name}`" in text, f"{family.name} missing from docs/metrics.md"
 

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from stores import write_jobs
 from support import PrivatePostgres
 
-from exporter.config import load_config
-from exporter.metrics import SnapshotCollector
-from exporter.poller import StorePoller
+from exporter.sidecar.config import load_config
+from exporter.sidecar.metrics.collector import SnapshotCollector
+from exporter.sidecar.poller import StorePoller
 
 PASSWORD = "s3cret-Pa55word"
 

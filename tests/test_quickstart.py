@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from stores import write_jobs
 from support import Database, free_port, stop, wait_for
 
-from exporter.config import load_config
+from exporter.sidecar.config import load_config
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 DOC_URLS = {

@@ -20,9 +20,9 @@ from aiohttp.test_utils import TestServer
 from stores import write_jobs
 from support import Database, free_port, wait_for
 
-from exporter.config import load_config
-from exporter.server import Sidecar, create_app
-from exporter.web_config import load_web_config
+from exporter.sidecar.config import load_config
+from exporter.sidecar.serving.server import Sidecar, create_app
+from exporter.sidecar.serving.web_config import load_web_config
 
 LIFECYCLE = "enable_lifecycle: true\n"
 

@@ -21,7 +21,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.schedule import describe, previous_fire_time, trigger_kind, zone_name
+from exporter.sidecar.schedules.schedule import (
+    describe,
+    previous_fire_time,
+    trigger_kind,
+    zone_name,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -7,9 +7,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from stores import write_jobs
 from support import Database
 
-from exporter.config import ConfigError, load_config
-from exporter.metrics import SnapshotCollector
-from exporter.poller import make_pollers
+from exporter.sidecar.config import ConfigError, load_config
+from exporter.sidecar.metrics.collector import SnapshotCollector
+from exporter.sidecar.poller import make_pollers
 
 
 def scrape(db: Database, **settings: object) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -18,9 +18,9 @@ from prometheus_client import generate_latest
 from stores import write_jobs
 from support import Database
 
-from exporter.config import load_config
-from exporter.metrics import SnapshotCollector, build_registry
-from exporter.poller import StorePoller
+from exporter.sidecar.config import load_config
+from exporter.sidecar.metrics.collector import SnapshotCollector, build_registry
+from exporter.sidecar.poller import StorePoller
 
 
 def render(url: str, **flags: object) -> str:

@@ -31,15 +31,15 @@ from stores import SEED_JOBS, write_jobs
 from support import Database, need_server
 from test_history_reader import History, ts
 
-from exporter import wording
-from exporter.config import load_config
-from exporter.health import assess
 from exporter.kit.backup import backup_database
-from exporter.poller import StorePoller
-from exporter.server import create_app
-from exporter.snapshot import JobRuns, JobView, SourceStatus, StoreSnapshot
-from exporter.status import StatusOptions, build_status, render_html
-from exporter.tables import heartbeat_table
+from exporter.shared.tables import heartbeat_table
+from exporter.sidecar import wording
+from exporter.sidecar.config import load_config
+from exporter.sidecar.health import assess
+from exporter.sidecar.poller import StorePoller
+from exporter.sidecar.serving.server import create_app
+from exporter.sidecar.snapshot import JobRuns, JobView, SourceStatus, StoreSnapshot
+from exporter.sidecar.web.status import StatusOptions, build_status, render_html
 
 HOSTILE_NAME = '<script>alert("name")</script> & Sons'
 HOSTILE_ERROR = "<img src=x onerror=alert(1)> disk full: <b>'/var/backups'</b> & more"

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from stores import write_jobs
 from support import Database
 
-from exporter.config import load_config
-from exporter.poller import StorePoller
+from exporter.sidecar.config import load_config
+from exporter.sidecar.poller import StorePoller
 
 
 class Statements:

@@ -34,12 +34,12 @@ from pki import Pki, make_pki
 from stores import write_jobs
 from support import Database, free_port, need_server, stop
 
-from exporter import basic_auth
-from exporter.basic_auth import BasicAuth, parse_basic
-from exporter.config import ConfigError, load_config
-from exporter.poller import StorePoller
-from exporter.server import create_app
-from exporter.web_config import WebConfig, load_web_config
+from exporter.sidecar.config import ConfigError, load_config
+from exporter.sidecar.poller import StorePoller
+from exporter.sidecar.serving import basic_auth
+from exporter.sidecar.serving.basic_auth import BasicAuth, parse_basic
+from exporter.sidecar.serving.server import create_app
+from exporter.sidecar.serving.web_config import WebConfig, load_web_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "web-config"

@@ -1,7 +1,7 @@
 """The scheduler-side kit: history recording and heartbeats for APScheduler 3 apps.
 
 Apps import it (``from exporter import create_scheduler, instrument``); it never imports the
-sidecar, only ``exporter.tables`` for the table layouts both halves share.
+sidecar, only ``exporter.shared.tables`` for the table layouts both halves share.
 """
 
 from exporter.kit.backup import BackupError, register_backup_job

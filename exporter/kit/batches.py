@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from exporter.tables import HISTORY_COLUMNS, RECORDER_COLUMNS
+from exporter.shared.tables import HISTORY_COLUMNS, RECORDER_COLUMNS
 
 # `id` is the database's; the recorder keys its rows by `run_id`.
 ROW_COLUMNS = ("run_id", *HISTORY_COLUMNS[1:], *RECORDER_COLUMNS[1:])

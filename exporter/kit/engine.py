@@ -9,8 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from exporter import dburl
-from exporter.dburl import redact
+from exporter.shared import dburl
+from exporter.shared.dburl import redact
 
 log = logging.getLogger("exporter.kit")
 

@@ -1,7 +1,7 @@
 """Rotation and the manifest of the backup job: which files are good backups, which go.
 
 Split from ``backup.py`` (which takes the copies): after a verified copy got its final name, it
-is recorded in the directory's manifest (``exporter.backup_files``), then rotation keeps the
+is recorded in the directory's manifest (``exporter.shared.backup_files``), then rotation keeps the
 newest ``keep`` good backups and deletes the rest; files the manifest does not list are never
 counted among those kept and never touched, only logged.
 """
@@ -14,7 +14,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from exporter.backup_files import (
+from exporter.shared.backup_files import (
     BackupFile,
     ManifestEntry,
     list_backups,

@@ -11,7 +11,7 @@ import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from exporter.tables import JOB_STATUSES
+from exporter.shared.tables import JOB_STATUSES
 
 RUNNING, SUCCESS, FAILED, MISSED, SKIPPED = JOB_STATUSES
 

@@ -27,9 +27,9 @@ from exporter.kit.heartbeat import Heartbeat
 from exporter.kit.maintenance import close_orphaned_runs, prune_heartbeats, prune_history
 from exporter.kit.recorder import EVENTS, Recorder
 from exporter.kit.writer import HistoryWriter
-from exporter.tables import heartbeat_table as make_heartbeat_table
-from exporter.tables import history_table as make_history_table
-from exporter.version import __version__
+from exporter.shared.tables import heartbeat_table as make_heartbeat_table
+from exporter.shared.tables import history_table as make_history_table
+from exporter.shared.version import __version__
 
 log = logging.getLogger("exporter.kit")
 

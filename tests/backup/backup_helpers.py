@@ -26,12 +26,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import generate_latest
 from support import IN_CI, MARIADB_ADMIN_URL, PG_ADMIN_URL, Database
 
-from exporter.config import load_config
 from exporter.kit import instrument, register_backup_job
 from exporter.kit.engine import create_kit_engine
-from exporter.metrics import SnapshotCollector, build_registry
-from exporter.poller import StorePoller
-from exporter.tables import history_table
+from exporter.shared.tables import history_table
+from exporter.sidecar.config import load_config
+from exporter.sidecar.metrics.collector import SnapshotCollector, build_registry
+from exporter.sidecar.poller import StorePoller
 
 T = TypeVar("T")
 

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from support import Database
 from typer.testing import CliRunner
 
-from exporter.backup_files import backup_name
-from exporter.cli import app
+from exporter.cli.app import app
 from exporter.kit.backup import backup_database, verify_backup
+from exporter.shared.backup_files import backup_name
 
 runner = CliRunner()
 

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from prometheus_client import generate_latest
 from support import Database
 
-from exporter.backup_files import backup_name, list_backups, manifest_path
-from exporter.config import load_config
 from exporter.kit.backup import BackupError, backup_database
-from exporter.metrics import SnapshotCollector, build_registry
-from exporter.poller import StorePoller
+from exporter.shared.backup_files import backup_name, list_backups, manifest_path
+from exporter.sidecar.config import load_config
+from exporter.sidecar.metrics.collector import SnapshotCollector, build_registry
+from exporter.sidecar.poller import StorePoller
 
 PLANTED = "app_20991231T000000Z.sqlite"
 

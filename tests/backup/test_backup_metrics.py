@@ -11,12 +11,12 @@ from prometheus_client import generate_latest
 from stores import write_jobs
 from support import Database
 
-from exporter import backup_files as kit
-from exporter.config import load_config
-from exporter.metrics import SnapshotCollector, build_registry
-from exporter.poller import StorePoller
-from exporter.snapshot import BackupFiles
-from exporter.sources.backups import BackupDirSource
+from exporter.shared import backup_files as kit
+from exporter.sidecar.config import load_config
+from exporter.sidecar.metrics.collector import SnapshotCollector, build_registry
+from exporter.sidecar.poller import StorePoller
+from exporter.sidecar.snapshot import BackupFiles
+from exporter.sidecar.sources.backups import BackupDirSource
 
 
 def store(backup_dir: Path | None, db_url: str = "sqlite:////nonexistent/app.sqlite"):

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from support import Database
 
-from exporter.backup_files import BackupFile, backup_name, list_backups, parse_backup_name
 from exporter.kit.backup import STALE_TEMP_AFTER, BackupError, backup_database, rotation_victims
+from exporter.shared.backup_files import BackupFile, backup_name, list_backups, parse_backup_name
 
 NOW = datetime(2026, 11, 25, 2, 0, 5, tzinfo=UTC)
 

@@ -21,8 +21,8 @@ from proxy import PartitionableProxy
 from stores import SEED_JOBS, write_jobs
 from support import Database, PrivatePostgres
 
-from exporter.config import load_config
-from exporter.poller import StorePoller
+from exporter.sidecar.config import load_config
+from exporter.sidecar.poller import StorePoller
 
 
 def poller_for(url: str, **settings: object) -> StorePoller:

@@ -27,9 +27,9 @@ from proxy import PartitionableProxy
 from stores import write_jobs
 from support import PrivatePostgres, free_port, stop, wait_for
 
-from exporter.config import load_config
-from exporter.metrics import SnapshotCollector
-from exporter.poller import StorePoller
+from exporter.sidecar.config import load_config
+from exporter.sidecar.metrics.collector import SnapshotCollector
+from exporter.sidecar.poller import StorePoller
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from apscheduler.events import (
 )
 from apscheduler.schedulers.base import BaseScheduler
 
-from exporter.tables import heartbeat_table, history_table
+from exporter.shared.tables import heartbeat_table, history_table
 
 T = TypeVar("T")
 

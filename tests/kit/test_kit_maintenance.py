@@ -22,7 +22,7 @@ from kit_helpers import heartbeats, history, wait_for
 from exporter.kit import instrument
 from exporter.kit.ddl import ensure_tables
 from exporter.kit.heartbeat import utcnow
-from exporter.tables import heartbeat_table, history_table
+from exporter.shared.tables import heartbeat_table, history_table
 
 HOST = socket.gethostname()
 

@@ -15,7 +15,7 @@ from kit_helpers import EventCounter, history, per_job_counts, wait_for
 from exporter.kit import instrument
 from exporter.kit.ddl import ensure_tables
 from exporter.kit.engine import create_kit_engine
-from exporter.tables import heartbeat_table, history_table
+from exporter.shared.tables import heartbeat_table, history_table
 
 
 def quick() -> None:

@@ -12,7 +12,7 @@ One code path serves the `database_backup` job and `jobstore-exporter backup run
    of the directory;
 4. the file is recorded in the directory's manifest (`.<db>.backups.json`: name, size,
    modification time, verification), which is what makes it a *good* backup for rotation, the
-   sidecar and `backup list` (see `exporter.backup_files`);
+   sidecar and `backup list` (see `exporter.shared.backup_files`);
 5. only then rotation: the newest `keep` good backups of this database stay, optionally minus
    those older than `max_age_days`; the newest is never deleted. Files the manifest does not list
    (foreign, planted, dated in the future) never count among those kept and are never touched;
@@ -27,7 +27,6 @@ memory, filled again by `register_backup_job()` at every start). Child processes
 their environment (`PGPASSWORD`, `MYSQL_PWD`), never through argv.
 """
 
-from exporter.backup_files import EXTENSIONS, BackupFile, list_backups
 from exporter.kit.backup.job import (
     _public_url,
     describe_schedule,
@@ -53,6 +52,7 @@ from exporter.kit.backup.model import (
 from exporter.kit.backup.take import backup_database
 from exporter.kit.backup.verify import detect_kind, verify_backup
 from exporter.kit.rotation import rotate, rotation_victims
+from exporter.shared.backup_files import EXTENSIONS, BackupFile, list_backups
 
 __all__ = [
     "BACKUP_DIR_ENV",

@@ -17,11 +17,13 @@ from typing import NoReturn
 
 import sqlalchemy as sa
 
-from exporter.backup_files import BackupFile as BackupFile  # re-exported: callers use kit.backup
-from exporter.backup_files import list_backups as list_backups
 from exporter.kit.backup.model import _DISK_FULL, _LIBPQ_ENV, _PACKAGES, BackupError, MissingTool
 from exporter.kit.engine import describe_url, redact
 from exporter.kit.rotation import rotation_victims as rotation_victims
+from exporter.shared.backup_files import (
+    BackupFile as BackupFile,  # re-exported: callers use kit.backup
+)
+from exporter.shared.backup_files import list_backups as list_backups
 
 log = logging.getLogger("exporter.kit.backup")
 

@@ -22,8 +22,6 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from exporter.backup_files import BackupFile as BackupFile  # re-exported: callers use kit.backup
-from exporter.backup_files import list_backups as list_backups
 from exporter.kit.backup.model import (
     BACKUP_DIR_ENV,
     JOB_FUNC,
@@ -36,6 +34,10 @@ from exporter.kit.backup.model import (
 from exporter.kit.backup.take import backup_database
 from exporter.kit.engine import describe_url, normalize_url
 from exporter.kit.rotation import rotation_victims as rotation_victims
+from exporter.shared.backup_files import (
+    BackupFile as BackupFile,  # re-exported: callers use kit.backup
+)
+from exporter.shared.backup_files import list_backups as list_backups
 
 log = logging.getLogger("exporter.kit.backup")
 

@@ -13,10 +13,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from exporter.backup_files import EXTENSIONS
-from exporter.backup_files import BackupFile as BackupFile  # re-exported: callers use kit.backup
-from exporter.backup_files import list_backups as list_backups
 from exporter.kit.rotation import rotation_victims as rotation_victims
+from exporter.shared.backup_files import EXTENSIONS
+from exporter.shared.backup_files import (
+    BackupFile as BackupFile,  # re-exported: callers use kit.backup
+)
+from exporter.shared.backup_files import list_backups as list_backups
 
 log = logging.getLogger("exporter.kit.backup")
 

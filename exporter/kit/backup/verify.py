@@ -11,12 +11,14 @@ import sqlite3
 import urllib.parse
 from pathlib import Path
 
-from exporter.backup_files import KINDS_BY_EXT
-from exporter.backup_files import BackupFile as BackupFile  # re-exported: callers use kit.backup
-from exporter.backup_files import list_backups as list_backups
 from exporter.kit.backup.dumps import _find_tool, _run, _tool_message
 from exporter.kit.backup.model import UnusableBackup, Verification
 from exporter.kit.rotation import rotation_victims as rotation_victims
+from exporter.shared.backup_files import KINDS_BY_EXT
+from exporter.shared.backup_files import (
+    BackupFile as BackupFile,  # re-exported: callers use kit.backup
+)
+from exporter.shared.backup_files import list_backups as list_backups
 
 log = logging.getLogger("exporter.kit.backup")
 

@@ -1,0 +1,2 @@
+"""The `jobstore-exporter` command line: the only code that may use both halves (the kit only
+through ``kit_seam``)."""

@@ -1,0 +1,175 @@
+"""What a metric family is: the data every family of ``/metrics`` is declared as.
+
+A family's name, type, help, labels, scope (per job, per store, or once per body) and the
+function from a snapshot to its samples are written once, in the ``families_*.py`` modules
+(one per concern: the scheduler's, the backups', the exporter's own), which
+``metric_families.py`` puts in body order. The
+``prometheus_client`` collector (``metrics.py``), the per-job encoder (``metric_store.py``), the
+generated reference in ``docs/metrics.md`` (``metric_docs.py``) and the golden list the tests
+hold the code to are all read off this table, so a metric cannot be spelled two ways.
+
+The order of ``metric_families.FAMILIES`` is the order of the served body: the families a poll
+changes (``static``), the next-run deltas (``deltas``, formatted per scrape), those the scrape
+time changes (``clock``), and the render error counter that ``render.py`` fills in
+(``render``).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal, NamedTuple
+
+from exporter.sidecar import health
+from exporter.sidecar.snapshot import JobRuns, JobView, StoreSnapshot
+from exporter.sidecar.sources.history import BUCKETS
+
+JOB = ("jobstore", "job_id")
+STORE = ("jobstore",)
+SOURCE = ("jobstore", "source")
+"""The label sets most families share."""
+
+JOBS, HISTORY, BACKUP_RUNS, BACKUP_FILES = "jobstore", "history", "backup-runs", "backup-files"
+LIVENESS, EXPORTER = "liveness", "exporter"
+"""The sections of the reference in docs/metrics.md."""
+
+Kind = Literal["gauge", "counter", "histogram"]
+Scope = Literal["job", "store", "exporter"]
+Part = Literal["static", "deltas", "clock", "render"]
+
+
+class Histogram(NamedTuple):
+    """A histogram sample's value: cumulative ``(le, count)`` buckets ending in +Inf, and sum."""
+
+    buckets: tuple[tuple[str, float], ...]
+    sum: float
+
+
+Value = float | Histogram
+Sample = tuple[tuple[str, ...], Value]
+"""Label values and value. Per-job families give only the values after jobstore and job_id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What families read beside the snapshots: configuration and the build's versions."""
+
+    default_grace: float = 60.0
+    heartbeat_timeout: float = 30.0
+    backup_job_ids: Mapping[str, str] = field(default_factory=dict)
+    build_labels: tuple[str, ...] = ()
+
+
+_NEXT_RUN_TIME = operator.attrgetter("next_run_time")
+
+
+class Store:
+    """One snapshot at one render, with what several families derive from it computed once."""
+
+    def __init__(self, snap: StoreSnapshot, settings: Settings, now: float) -> None:
+        self.snap = snap
+        self.name = snap.jobstore
+        self.settings = settings
+        self.now = now
+
+    @cached_property
+    def runs(self) -> dict[str, JobRuns]:
+        return {item.job_id: item for item in self.snap.history or ()}
+
+    @cached_property
+    def backup_job_id(self) -> str:
+        return self.settings.backup_job_ids.get(self.name, "database_backup")
+
+    @cached_property
+    def backup(self) -> JobRuns | None:
+        return self.runs.get(self.backup_job_id)
+
+    @cached_property
+    def paused_jobs(self) -> int:
+        """Jobs without a next fire time (counted in C: a store may hold 100k jobs)."""
+        return list(map(_NEXT_RUN_TIME, self.snap.jobs)).count(None)
+
+    @cached_property
+    def overdue_count(self) -> int:
+        """Active jobs overdue at the poll (``health``'s rule, counted in one pass)."""
+        return health.overdue_count(self.snap, self.settings.default_grace)
+
+    def overdue_by(self, job: JobView) -> float | None:
+        """How far past its next fire time ``job`` was at the poll, if beyond its grace."""
+        return health.overdue_by(job, self.snap.taken_at, self.settings.default_grace)
+
+
+PerJob = Callable[[Store, JobView, JobRuns | None], Iterable[Sample]]
+PerStore = Callable[[Store], Iterable[Sample]]
+Once = Callable[[Settings], Iterable[Sample]]
+
+
+def _always(store: Store) -> bool:
+    return True
+
+
+def _never_before(view: JobView, settings: Settings) -> float:
+    return -math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family.
+
+    ``name`` is spelled as it is queried (counters end in ``_total``). A ``job`` family's
+    ``per_job`` gives, for one job, the label values after ``jobstore`` and ``job_id``; it is
+    called only for stores where ``when`` holds, and ``volatile`` says its samples depend on the
+    poll time too, not only on the job's row and run history; ``due`` then says from which poll
+    time on a job may have a sample (earlier polls skip the job without asking). ``doc`` is the
+    meaning column of the reference in docs/metrics.md, under ``section``.
+    """
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...]
+    scope: Scope
+    section: str
+    doc: str
+    per_job: PerJob | None = None
+    per_store: PerStore | None = None
+    once: Once | None = None
+    when: Callable[[Store], bool] = _always
+    part: Part = "static"
+    volatile: bool = False
+    due: Callable[[JobView, Settings], float] = _never_before
+    addition: bool = False
+
+    def samples(self, stores: Iterable[Store], settings: Settings) -> Iterable[Sample]:
+        """Every sample of the family, with full label values, in the order of the body."""
+        if self.once is not None:
+            yield from self.once(settings)
+        elif self.per_store is not None:
+            for store in stores:
+                yield from self.per_store(store)
+        elif self.per_job is not None:
+            for store in stores:
+                if not self.when(store):
+                    continue
+                runs = store.runs
+                for job in store.snap.series_jobs:
+                    head = (store.name, job.id)
+                    for extra, value in self.per_job(store, job, runs.get(job.id)):
+                        yield (*head, *extra), value
+
+
+def flag(value: bool) -> float:
+    return 1.0 if value else 0.0
+
+
+def cumulative(runs: JobRuns) -> tuple[tuple[str, float], ...]:
+    """Per-bucket counts to the cumulative ``le`` buckets Prometheus expects."""
+    total = 0
+    buckets = []
+    for bound, count in zip((*BUCKETS, math.inf), runs.bucket_counts, strict=True):
+        total += count
+        buckets.append(("+Inf" if bound == math.inf else repr(bound), float(total)))
+    return tuple(buckets)

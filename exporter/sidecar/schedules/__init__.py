@@ -1,0 +1,1 @@
+"""Schedules: the bounded fire-time walks and the human schedule text."""
