@@ -28,16 +28,26 @@ def _rows() -> list[str]:
     return [line for line in DOC.read_text(encoding="utf-8").splitlines() if line.startswith("| `")]
 
 
+def _named(row: str) -> list[str]:
+    """The modules and folders a row's first column names, in backticks."""
+    return re.findall(r"`([\w/]+\.py|[\w/]+/)`", row.split("|")[1])
+
+
+def _names(module: str, named: str) -> bool:
+    """``named`` (a path relative to some folder of the package) is ``module``."""
+    return module == named or module.endswith("/" + named)
+
+
 def _listed(module: str, rows: list[str]) -> bool:
-    """A module is listed by its path, by its name in its package's table, or (a package shown
-    as one row, such as `decode/`) by its stem in that package's row."""
-    name, parent = Path(module).name, str(Path(module).parent)
+    """A module is listed by its path (from any folder down), or (a package shown as one row,
+    such as `decode/`) by its stem in that package's row."""
+    parent, stem = str(Path(module).parent) + "/", Path(module).stem
     for row in rows:
-        first = row.split("|")[1]
-        if f"`{module}`" in first or f"`{name}`" in first:
-            return True
-        if parent != "." and f"`{parent}/`" in first and f"`{Path(module).stem}`" in row:
-            return True
+        for named in _named(row):
+            if named.endswith(".py") and _names(module, named):
+                return True
+            if named.endswith("/") and _names(parent, named) and f"`{stem}`" in row:
+                return True
     return False
 
 
@@ -48,17 +58,22 @@ def test_every_module_is_on_the_map() -> None:
 
 
 def test_every_module_on_the_map_exists() -> None:
-    names = {Path(m).name for m in _modules()} | set(_modules())
-    dirs = {str(Path(m).parent) + "/" for m in _modules()}
-    named = set()
-    for row in _rows():
-        named.update(re.findall(r"`([\w/]+\.py|[\w]+/)`", row.split("|")[1]))
-    gone = sorted(n for n in named if n not in names and n not in dirs and n != "templates/")
+    modules = _modules()
+    folders = {
+        str(parent) + "/" for m in modules for parent in Path(m).parents if str(parent) != "."
+    }
+    gone = sorted(
+        named
+        for row in _rows()
+        for named in _named(row)
+        if named != "templates/" and not any(_names(m, named) for m in (*modules, *folders))
+    )
     assert not gone, f"docs/architecture.md names modules that do not exist: {gone}"
 
 
-# Scheduler-side modules outside exporter/kit/: the demo's jobs run inside the app's scheduler.
-SCHEDULER_SIDE = {"demo_jobs.py", "kit_seam.py"}
+# Scheduler-side modules outside exporter/kit/: the demo's jobs run inside the app's scheduler,
+# and the seam is where the command line reaches the kit.
+SCHEDULER_SIDE = {Path("cli/demo_jobs.py"), Path("cli/kit_seam.py")}
 
 
 def _imports(path: Path) -> set[str]:
@@ -74,20 +89,45 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-def _is_kit(module: str) -> bool:
-    return module == "exporter.kit" or module.startswith("exporter.kit.")
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def _crossing(folder: str, forbidden: tuple[str, ...]) -> list[str]:
+    """Modules under ``exporter/<folder>`` that import any of the ``forbidden`` packages."""
+    return sorted(
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path in (PACKAGE / folder).rglob("*.py")
+        for name in _imports(path)
+        if any(_in(name, package) for package in forbidden)
+    )
+
+
+def test_the_shared_schema_imports_neither_half() -> None:
+    """exporter/shared/ is what both halves use: it imports nothing else of the package."""
+    outside = sorted(
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path in (PACKAGE / "shared").rglob("*.py")
+        for name in _imports(path)
+        if _in(name, "exporter") and not _in(name, "exporter.shared")
+    )
+    assert not outside, f"shared modules importing other parts of exporter: {outside}"
+
+
+def test_the_kit_never_imports_the_sidecar_or_the_command_line() -> None:
+    crossing = _crossing("kit", ("exporter.sidecar", "exporter.cli"))
+    assert not crossing, f"kit modules importing the sidecar or the CLI: {crossing}"
 
 
 def test_the_sidecar_reaches_the_kit_only_through_the_seam() -> None:
-    """The sidecar never imports the kit; the commands that run kit code go through kit_seam."""
+    """Nothing outside the kit imports it but the package root (the lazy re-export of the kit's
+    API), the demo's jobs and the seam the backup and demo commands go through."""
     crossing = sorted(
         str(path.relative_to(PACKAGE))
         for path in PACKAGE.rglob("*.py")
         if "kit" not in path.relative_to(PACKAGE).parts
-        and path.name not in SCHEDULER_SIDE
-        and path.relative_to(PACKAGE) != Path("__init__.py")  # lazy re-export of the kit's API
-        and any(
-            name == "exporter.kit" or name.startswith("exporter.kit.") for name in _imports(path)
-        )
+        and path.relative_to(PACKAGE) not in SCHEDULER_SIDE
+        and path.relative_to(PACKAGE) != Path("__init__.py")
+        and any(_in(name, "exporter.kit") for name in _imports(path))
     )
-    assert not crossing, f"sidecar modules importing exporter.kit directly: {crossing}"
+    assert not crossing, f"modules importing exporter.kit directly: {crossing}"

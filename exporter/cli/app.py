@@ -1,5 +1,5 @@
-"""The `jobstore-exporter` command: serve (``cli_serve.py``), check, history, demo, backup
-(``backup_cli.py``) and --version.
+"""The `jobstore-exporter` command: serve (``serve.py``), check, history, demo, backup
+(``backup.py``) and --version.
 
 Each command resolves its configuration the same way (flags > environment > file) and turns a
 :class:`ConfigError` into one line on stderr and exit code 2, before anything starts.

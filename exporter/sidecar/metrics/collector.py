@@ -5,8 +5,8 @@ snapshots each time, so a job that left the store disappears from every series a
 code path can forget to remove a label set (the classic stale-series bug of exporters that mutate
 shared metric objects). ``*_delta_seconds`` is computed at scrape time from the scrape clock.
 What the families are (names, help, labels, samples) is the metric table,
-``metric_families.py``; this module only turns it into ``prometheus_client`` families, which
-stay the reference encoding the per-job encoder (``metric_store.py``) is tested against.
+``families.py``; this module only turns it into ``prometheus_client`` families, which
+stay the reference encoding the per-job encoder (``store.py``) is tested against.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def to_metric(family: Family, samples: Iterable[Sample]) -> Metric:
 def clock_registry(collector: SnapshotCollector) -> CollectorRegistry:
     """The registry of the clock part: ``collector`` (made with ``part="clock"``: families the
     scrape time changes) and the standard ``process_*`` metrics. The static part is rendered
-    by ``metric_store.MetricStore``."""
+    by ``store.MetricStore``."""
     clock = CollectorRegistry(auto_describe=False)
     clock.register(collector)
     ProcessCollector(registry=clock)

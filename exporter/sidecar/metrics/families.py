@@ -5,7 +5,7 @@ Each family is named, typed and described once, in the ``families_*`` module of 
 ``families_backups``; ``families_exporter``: the exporter's own). Add a metric there, then run
 ``python -m exporter.sidecar.metrics.docs`` (rewrites the reference in docs/metrics.md) and add its
 line to ``tests/metrics_golden.txt``; the tests fail until code, docs and golden list agree. The
-order of :data:`FAMILIES` is the order of the served body (see ``metric_table.py``).
+order of :data:`FAMILIES` is the order of the served body (see ``table.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The backup families of ``/metrics``: the backup job's latest runs and the files in
 ``backup_dir``.
 
-Declared as data (see ``metric_table.py``); ``metric_families.py`` puts them in body order.
+Declared as data (see ``table.py``); ``families.py`` puts them in body order.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The exporter's own families of ``/metrics``: its build, each source's polls, what it could
 not decode or had to leave out, and its failed renders.
 
-Declared as data (see ``metric_table.py``); ``metric_families.py`` puts them in body order.
+Declared as data (see ``table.py``); ``families.py`` puts them in body order.
 """
 
 from __future__ import annotations

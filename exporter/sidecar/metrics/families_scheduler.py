@@ -1,7 +1,7 @@
 """The scheduler's families of ``/metrics``: the job store, the run history, the scheduler
 processes' heartbeats, and the next-run deltas formatted at scrape time.
 
-Declared as data (see ``metric_table.py``); ``metric_families.py`` puts them in body order.
+Declared as data (see ``table.py``); ``families.py`` puts them in body order.
 """
 
 from __future__ import annotations

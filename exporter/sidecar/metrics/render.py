@@ -5,7 +5,7 @@ So a body is built from two parts, rendered on one worker thread (``memory.RENDE
 per-thread allocator arenas would each keep their own high-water mark) and kept:
 
 * the **static part** (everything a new poll changes): rendered once per snapshot version and
-  format (text or OpenMetrics) by ``metric_store.MetricStore``, which re-encodes only the jobs
+  format (text or OpenMetrics) by ``store.MetricStore``, which re-encodes only the jobs
   that changed and hands it over gzipped, recompressing only the blocks of lines that changed;
 * the **clock part** (what the scrape time changes: ``*_next_run_delta_seconds``, heartbeat
   freshness, process metrics): rendered again after a poll or after ``max_age`` (1 s); a
@@ -130,7 +130,7 @@ class BodyCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``static(openmetrics)`` renders the static part gzipped (OpenMetrics without
-        ``# EOF``: see ``metric_store.py``, which recompresses only what changed);
+        ``# EOF``: see ``store.py``, which recompresses only what changed);
         ``version()`` changes whenever the snapshots do (e.g. their poll times); ``deltas()``
         gives the directly formatted lines that start the clock part."""
         self.static = static

@@ -2,7 +2,7 @@
 
 Each is small and pure: it reads a :class:`~exporter.sidecar.metrics.table.Store` (one snapshot at
 one render) and, for per-job families, one job and its run statistics, and returns label values and
-values. ``metric_families.py`` says which function feeds which family.
+values. ``families.py`` says which function feeds which family.
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 A family's name, type, help, labels, scope (per job, per store, or once per body) and the
 function from a snapshot to its samples are written once, in the ``families_*.py`` modules
-(one per concern: the scheduler's, the backups', the exporter's own), which
-``metric_families.py`` puts in body order. The
-``prometheus_client`` collector (``metrics.py``), the per-job encoder (``metric_store.py``), the
-generated reference in ``docs/metrics.md`` (``metric_docs.py``) and the golden list the tests
-hold the code to are all read off this table, so a metric cannot be spelled two ways.
+(one per concern: the scheduler's, the backups', the exporter's own), which ``families.py``
+puts in body order. The ``prometheus_client`` collector (``collector.py``), the per-job encoder
+(``store.py``), the generated reference in ``docs/metrics.md`` (``docs.py``) and the golden
+list the tests hold the code to are all read off this table, so a metric cannot be spelled two
+ways.
 
-The order of ``metric_families.FAMILIES`` is the order of the served body: the families a poll
+The order of ``families.FAMILIES`` is the order of the served body: the families a poll
 changes (``static``), the next-run deltas (``deltas``, formatted per scrape), those the scrape
 time changes (``clock``), and the render error counter that ``render.py`` fills in
 (``render``).
