@@ -114,6 +114,11 @@ def test_the_shared_schema_imports_neither_half() -> None:
     assert not outside, f"shared modules importing other parts of exporter: {outside}"
 
 
+def test_the_sidecar_never_imports_the_command_line() -> None:
+    crossing = _crossing("sidecar", ("exporter.cli",))
+    assert not crossing, f"sidecar modules importing the CLI: {crossing}"
+
+
 def test_the_kit_never_imports_the_sidecar_or_the_command_line() -> None:
     crossing = _crossing("kit", ("exporter.sidecar", "exporter.cli"))
     assert not crossing, f"kit modules importing the sidecar or the CLI: {crossing}"

@@ -7,7 +7,6 @@ window in Python because percentile functions differ across SQLite, PostgreSQL a
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from rich.text import Text
 
 from exporter.shared.tables import JOB_STATUSES, as_utc, history_columns
 from exporter.sidecar.config import StoreConfig
+from exporter.sidecar.run_stats import percentile
 from exporter.sidecar.wording import moment, run_duration
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -153,13 +153,6 @@ def job_stats(runs: list[Run]) -> list[JobStats]:
             )
         )
     return result
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile: always a duration that was actually observed."""
-    if not values:
-        return None
-    return values[max(0, math.ceil(q * len(values)) - 1)]
 
 
 _STYLE = {"success": "green", "failed": "red", "missed": "yellow", "skipped": "yellow"}

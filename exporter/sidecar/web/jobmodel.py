@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from exporter.cli.history_report import percentile
 from exporter.sidecar.decode import DecodedJob
+from exporter.sidecar.run_stats import percentile
 from exporter.sidecar.schedules.fire_times import next_fire_time
 from exporter.sidecar.schedules.walk_budget import ROW_BUDGET, walk_budget
 from exporter.sidecar.snapshot import JobRuns, JobView
@@ -90,7 +90,7 @@ def job_card(
 def window_stats(runs: Sequence[Run], now: float, seconds: float, complete: bool) -> dict[str, Any]:
     """Runs by status, failure rate and p50/p95/max duration over the window, as
     ``jobstore-exporter history --stats`` computes them: over success and failed runs, with its
-    nearest-rank :func:`exporter.cli.history_report.percentile`.
+    nearest-rank :func:`exporter.sidecar.run_stats.percentile`.
 
     ``complete`` is false when the rows read (the newest :data:`runs.STATS_ROWS`) did not
     reach back to the window's start, so the figures cover only its newest part.
