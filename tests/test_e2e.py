@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from stores import write_jobs
-from support import Database, free_port, need_server, stop
+from support import Database, free_port, need_server, stop, wait_for
 
 
 @contextmanager
@@ -117,9 +118,15 @@ def test_password_never_leaks_while_the_database_is_down(tmp_path) -> None:  # t
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **env},
     )  # fmt: skip
-    time.sleep(3)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
+    # Until the failed polls are logged (start-up restarts the process once: not a fixed time).
+    wait_for(lambda: any("poll failed" in line for line in lines), 60, "a failed poll logged")
     proc.terminate()
-    output = proc.communicate(timeout=10)[0]
+    proc.wait(timeout=10)
+    reader.join(timeout=10)
+    output = "".join(lines)
     assert "poll failed" in output
     assert password not in output
     assert "app:***@127.0.0.1" in output
