@@ -1,8 +1,9 @@
-"""Steady polls on PostgreSQL and MariaDB read digests, and the bytes only of changed rows.
+"""Steady polls read digests, and the bytes only of changed rows (SQLite, PostgreSQL, MariaDB).
 
-The job store SELECT returns ``md5(job_state)`` there; a row's bytes are read (by id) only when
-its digest changed, or when its fire times must be worked out again. Stores are written by a
-real APScheduler; the statements the sidecar sends are observed on its own engine.
+The job store SELECT returns a digest of ``job_state`` (``md5`` on the servers, a hash function
+the sidecar gives its SQLite connection); a row's bytes are read (by id) only when its digest
+changed, or when its fire times must be worked out again. Stores are written by a real
+APScheduler; the statements the sidecar sends are observed on its own engine.
 """
 
 from __future__ import annotations
@@ -41,18 +42,30 @@ class Statements:
             if "job_state" in statement and " IN " in statement.upper() and "md5" not in statement
         ]
 
+    def selects_bytes(self) -> bool:
+        """Whether a statement seen so far returns job_state bytes other than by id."""
+        return any(
+            "job_state" in statement
+            and " IN " not in statement.upper()
+            and "md5(" not in statement
+            and "jobstore_exporter_hash(" not in statement
+            for statement, _params in self.seen
+        )
 
-@pytest.fixture(params=["postgresql", "mariadb"])
-def server_db(request: pytest.FixtureRequest) -> Iterator[Database]:
-    yield request.getfixturevalue("pg_db" if request.param == "postgresql" else "mariadb_db")
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def any_store(request: pytest.FixtureRequest) -> Iterator[Database]:
+    fixture = {"sqlite": "sqlite_db", "postgresql": "pg_db", "mariadb": "mariadb_db"}
+    yield request.getfixturevalue(fixture[request.param])
 
 
-def test_steady_polls_read_digests_and_changed_rows_only(server_db: Database) -> None:
-    expected = write_jobs(server_db.url)
-    poller = StorePoller(load_config(db_url=server_db.url).stores[0])
+def test_steady_polls_read_digests_and_changed_rows_only(any_store: Database) -> None:
+    expected = write_jobs(any_store.url)
+    poller = StorePoller(load_config(db_url=any_store.url).stores[0])
     statements = Statements(poller.engine)
 
     first = poller.poll()
+    assert not statements.selects_bytes(), "the job store SELECT returns digests, not bytes"
     assert {job.id: job.next_run_time for job in first.jobs} == pytest.approx(expected)
     reads = statements.state_reads()
     assert reads, "the first poll reads every row's bytes"
@@ -62,7 +75,7 @@ def test_steady_polls_read_digests_and_changed_rows_only(server_db: Database) ->
     assert second.jobs == first.jobs
     assert all(a is b for a, b in zip(second.jobs, first.jobs, strict=True))
 
-    paused = write_jobs(server_db.url, jobs=[], pause=("report_gen",))
+    paused = write_jobs(any_store.url, jobs=[], pause=("report_gen",))
     third = poller.poll()
     reads = statements.state_reads()
     assert len(reads) == 1 and "report_gen" in repr(reads[0])

@@ -9,7 +9,9 @@ and ``jobstore_exporter_jobs_excluded`` says how many were left out and why.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,19 +34,53 @@ class JobSelector:
         self.include = [re.compile(pattern) for pattern in include]
         self.exclude = [re.compile(pattern) for pattern in exclude]
         self.max_jobs = max_jobs
+        self._last: tuple[tuple[JobView, ...] | None, Selection] = (None, Selection((), 0, 0))
+        self._chosen: list[int] | None = None  # indexes into the last jobs of those chosen
 
     def select(self, jobs: tuple[JobView, ...]) -> Selection:
+        last_jobs, last = self._last
+        if jobs is last_jobs:
+            return last  # a steady poll hands out the same jobs
+        if last_jobs is not None and self._same_order(jobs, last_jobs):
+            # Only views changed, not ids or next run times: the same jobs are chosen.
+            chosen = jobs if self._chosen is None else tuple(map(jobs.__getitem__, self._chosen))
+            selection = Selection(chosen, last.excluded_by_filter, last.excluded_by_limit)
+        else:
+            selection = self._select(jobs)
+        self._last = (jobs, selection)
+        return selection
+
+    def _same_order(self, jobs: tuple[JobView, ...], last: tuple[JobView, ...]) -> bool:
+        """Whether the jobs are those of the last call with the same ids and next run times in
+        the same places (comparing only the views that are not the very same objects)."""
+        if len(jobs) != len(last):
+            return False
+        changed = itertools.compress(range(len(jobs)), map(operator.is_not, jobs, last))
+        return all(
+            jobs[i].id == last[i].id and jobs[i].next_run_time == last[i].next_run_time
+            for i in changed
+        )
+
+    def _select(self, jobs: tuple[JobView, ...]) -> Selection:
+        self._chosen = None  # all of `jobs`
         if not self.include and not self.exclude:
             kept: tuple[JobView, ...] = jobs
         else:
-            kept = tuple(job for job in jobs if self._wanted(job.id))
+            self._chosen = [i for i, job in enumerate(jobs) if self._wanted(job.id)]
+            kept = tuple(map(jobs.__getitem__, self._chosen))
         filtered = len(jobs) - len(kept)
         if self.max_jobs is None or len(kept) <= self.max_jobs:
             return Selection(kept, filtered, 0)
-        # `jobs` arrive sorted by id and sorts are stable: ties keep id order without a tuple key.
-        soonest = sorted(kept, key=_when)[: self.max_jobs]
-        soonest.sort(key=attrgetter("id"))
-        return Selection(tuple(soonest), filtered, len(kept) - self.max_jobs)
+        # The soonest by index: `jobs` arrive sorted by id and sorts are stable, so ties keep id
+        # order, and the chosen indexes in ascending order are id order again. The sort's key is
+        # a C-level lookup (no Python call per job).
+        when = [math.inf if t is None else t for t in map(_NEXT_RUN, kept)]
+        soonest = sorted(range(len(kept)), key=when.__getitem__)[: self.max_jobs]
+        soonest.sort()
+        if self._chosen is not None:
+            soonest = [self._chosen[i] for i in soonest]
+        self._chosen = soonest
+        return Selection(tuple(map(jobs.__getitem__, soonest)), filtered, len(kept) - self.max_jobs)
 
     def _wanted(self, job_id: str) -> bool:
         if self.include and not any(p.fullmatch(job_id) for p in self.include):
@@ -52,5 +88,4 @@ class JobSelector:
         return not any(p.fullmatch(job_id) for p in self.exclude)
 
 
-def _when(job: JobView) -> float:
-    return job.next_run_time if job.next_run_time is not None else math.inf
+_NEXT_RUN = attrgetter("next_run_time")

@@ -104,6 +104,9 @@ class HistorySource:
         self._jobs: dict[str, _JobState] = {}
         self._invalid: dict[str, int] = {}
         self._invalid_seen: set[int] = set()
+        # What the last poll published, until a row is applied or an open run goes: a steady
+        # poll hands out the same tuple without a pass over every job with history.
+        self._published: tuple[JobRuns, ...] | None = None
         # Runs that finished from this second on are counted, even before the first read.
         self.counting_since = float(math.floor(time.time()))
         self.saw_table_missing = False
@@ -113,6 +116,7 @@ class HistorySource:
     def read(self, connection: sa.Connection, now: float | None = None) -> HistoryRead:
         now = time.time() if now is None else now
         if self._cursor is None:
+            self._published = None
             try:
                 self._bootstrap(connection)
             except sa.exc.DBAPIError:
@@ -260,10 +264,12 @@ class HistorySource:
                 self._apply(row, count=True, now=now)
         for row_id in [i for i in self._open if i not in found]:
             del self._open[row_id]  # pruned or deleted while running: nothing to count
+            self._published = None
 
     # -- applying rows --------------------------------------------------------------------
 
     def _apply(self, row: Any, *, count: bool, now: float) -> None:
+        self._published = None
         try:
             run = parse_row(row)
         except InvalidRow as exc:
@@ -339,6 +345,8 @@ class HistorySource:
     # -- publishing -----------------------------------------------------------------------
 
     def _publish(self) -> tuple[JobRuns, ...]:
+        if self._published is not None:
+            return self._published
         running: dict[str, list[float | None]] = {}
         for run in self._open.values():
             running.setdefault(run.job_id, []).append(run.started)
@@ -371,4 +379,5 @@ class HistorySource:
                 )
                 job.published = published
             result.append(published)
-        return tuple(result)
+        self._published = tuple(result)
+        return self._published

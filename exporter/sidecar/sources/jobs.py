@@ -1,11 +1,12 @@
 """The job store source: one short SELECT of ``apscheduler_jobs`` per poll.
 
 Reads the three columns directly with SQLAlchemy Core and never goes through
-``SQLAlchemyJobStore``, whose ``get_all_jobs()`` deletes every row it cannot restore. ``job_state``
-is decoded by the restricted unpickler, and only for rows whose bytes changed since the last
-poll: a steady store costs one SELECT and a dictionary lookup per job. On PostgreSQL and
-MySQL/MariaDB that SELECT returns ``md5(job_state)`` instead of the bytes, and the bytes of the
-few rows whose digest changed are read by id afterwards.
+``SQLAlchemyJobStore``, whose ``get_all_jobs()`` deletes every row it cannot restore. The SELECT
+returns each row's id, next run time, the length of ``job_state`` and a digest of it, computed by
+the database (``md5`` on PostgreSQL and MySQL/MariaDB; on SQLite a hash function registered on
+the connection); the bytes of the few rows whose digest changed are read by id afterwards and
+decoded by the restricted unpickler. Rows are compared as the driver's tuples with C-level list
+and set operations, so a steady store costs one SELECT and no Python per unchanged row.
 
 One bad row costs that row, never the read: a ``job_state`` larger than the decoder accepts is
 not even fetched (the SELECT returns its length instead), an id that is not valid UTF-8 (SQLite
@@ -14,11 +15,13 @@ keeps any bytes) marks its row undecodable, and text no encoder accepts is repla
 
 from __future__ import annotations
 
-import hashlib
+import heapq
+import itertools
 import logging
 import math
+import operator
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,7 +50,7 @@ class JobsRead:
 
 @dataclass(slots=True)
 class _Cached:
-    """What we know of one row, kept while its bytes stay the same.
+    """What we know of one row, kept while its change signal stays the same.
 
     ``view`` is the last JobView published for the row: a steady poll hands out the very same
     object. ``previous`` (the latest fire time the trigger implied) only changes when the clock
@@ -55,15 +58,24 @@ class _Cached:
     run instead of on every poll (cron arithmetic costs around a millisecond per job).
     """
 
-    state: object  # what identifies the row's job_state: see _state_key
+    state: object  # the row's change signal (a digest of job_state), or ("length", size)
     view: JobView
     trigger_key: str | None = None  # None: no trigger to compute fire times from
     previous_until: float = -math.inf
     gave_up: bool = False  # the fire-time walk ran out of its budget (logged once)
 
 
+Row = tuple[Any, Any, Any, Any]
+"""One row of the SELECT as the driver gives it: id, next_run_time, length and change signal."""
+
+
 class JobStoreSource:
-    """Reads one store's job table; remembers decoded rows between polls."""
+    """Reads one store's job table; remembers decoded rows between polls.
+
+    Rows are compared as the driver's own tuples, with set and list operations that run in C:
+    a row that did not change since the last poll costs no Python bytecode at all, and a poll
+    in which nothing changed (and no fire time is due) hands out the previous result as it was.
+    """
 
     def __init__(self, store: StoreConfig) -> None:
         self.store = store
@@ -76,98 +88,175 @@ class JobStoreSource:
                 sa.Column("job_state", sa.LargeBinary),
             ],
         )
-        self._queries: dict[str, sa.Select[Any]] = {}
-        self._cache: dict[str, _Cached] = {}
-        self._by_raw: dict[Any, _Cached] = {}  # the same entries, by the id as the driver gives it
+        self._queries: dict[str, str] = {}
+        self._forget()
+        self._words: dict[str, tuple[str, str]] = {}  # trigger key -> (kind, schedule text)
+
+    def _forget(self) -> None:
+        """Start from nothing (a first poll, or after a read that failed half-way)."""
+        self._rows: list[Row] = []  # the last SELECT's rows, as the driver gave them
+        self._by_raw: dict[Any, _Cached] = {}  # by the id as the driver gives it
+        self._position: dict[str, int] = {}  # job id -> its index in self._last.jobs
+        self._last = JobsRead((), 0)
         # Fire times by trigger: stores hold many jobs with the same schedule, and cron
         # arithmetic is the dearest part of a cold poll.
         self._fire_times: dict[str, tuple[float | None, float]] = {}
-        self._words: dict[str, tuple[str, str]] = {}  # trigger key -> (kind, schedule text)
+        # (previous_until, sequence, raw id): the rows whose fire times are due to be worked
+        # out again, soonest first; entries of replaced or gone rows are skipped when popped.
+        self._due: list[tuple[float, int, Any]] = []
+        self._pushed = 0
 
     def read(self, connection: sa.Connection, now: float | None = None) -> JobsRead:
         """Run the SELECT, decode what changed, and describe every job."""
-        dialect = connection.dialect.name
-        digests = dialect in DIGEST_DIALECTS
-        rows = connection.execute(self._query_for(dialect)).all()
+        rows = self._select(connection)
         now = time.time() if now is None else now
-        # With digests, the SELECT returned md5(job_state): the bytes of changed rows (and of
-        # rows whose fire times must be worked out again) are read in a second query.
-        fetched = self._states_needed(connection, rows, now) if digests else {}
-        cache: dict[str, _Cached] = {}
-        jobs: list[JobView] = []
-        undecodable = 0
+        fresh = _fresh(rows, self._rows)
+        if (
+            not fresh
+            and len(rows) == len(self._rows)
+            and not (self._due and self._due[0][0] <= now)
+        ):
+            self._rows = rows
+            return self._last  # nothing changed and no fire time is due: the same objects
+        try:
+            return self._update(connection, rows, fresh, now)
+        except BaseException:
+            # Entries may be half-updated: compare every row again next time (their decoded
+            # state is kept), and rebuild the list of jobs from them.
+            self._rows, self._position = [], {}
+            raise
+
+    def _update(
+        self, connection: sa.Connection, rows: list[Row], fresh: Collection[Row], now: float
+    ) -> JobsRead:
+        by_raw = self._by_raw
+        added = [row for row in fresh if row[0] not in by_raw]
+        gone: set[Any] = set()
+        if len(by_raw) + len(added) != len(rows):  # some row left (or an id came twice)
+            gone = by_raw.keys() - set(map(_FIRST, rows))
+        due = self._pop_due(now)
+        fetched = self._states_needed(connection, fresh, due, now, len(rows))
         budget_ends = time.monotonic() + FIRE_TIME_BUDGET
-        fire_times: dict[str, tuple[float | None, float]] = {}
-        known_rows, by_raw = self._by_raw, {}
-        for raw_id, next_run_time, size, state in rows:
-            entry = known_rows.get(raw_id)
-            if entry is not None and (
-                (entry.state == ("md5", state) and state is not None)
-                if digests
-                else (type(state) is bytes and len(state) <= _KEEP_BYTES and entry.state == state)
-            ):
-                # An unchanged row (most of a steady poll): no decoding, no new objects.
-                view = entry.view
-                shared = entry.trigger_key
-                if shared is None or now < entry.previous_until:
-                    if shared is not None:
-                        fire_times.setdefault(
-                            shared, (view.previous_fire_time, entry.previous_until)
-                        )
-                    next_run = _as_float(next_run_time)
-                    if next_run != view.next_run_time:
-                        view = entry.view = replace(view, next_run_time=next_run)
-                    cache[view.id] = entry
-                    by_raw[raw_id] = entry
-                    if not view.decoded:
-                        undecodable += 1
-                    jobs.append(view)
-                    continue
-            job_id, valid_id = decode_id(raw_id)
-            if digests:
-                digest = state
-                key: object = ("md5", digest) if digest is not None else ("length", size)
+        changed: dict[Any, _Cached] = {}
+        for raw_id, next_run_time, size, signal in fresh:
+            entry = by_raw.get(raw_id)
+            due.pop(raw_id, None)
+            key: object = signal if signal is not None else ("length", size)
+            trigger = None
+            if entry is None or entry.state != key:
+                job_id, valid_id = decode_id(raw_id)
                 state = fetched.get(raw_id)
-                cached = self._cache.get(job_id)
-                if digest is not None and state is None and (cached is None or cached.state != key):
-                    continue  # changed, then deleted before its bytes were read: gone
-            else:
-                if isinstance(state, bytearray | memoryview):  # some drivers; never keep a view
-                    state = bytes(state)
-                key = _state_key(state, size)
-            entry, trigger = self._entry(job_id, valid_id, state, size, key)
-            cache[job_id] = entry
-            by_raw[raw_id] = entry
-            if not entry.view.decoded:
-                undecodable += 1
+                if signal is not None and valid_id and state is None:
+                    # Changed, then deleted before its bytes were read: gone.
+                    if entry is not None:
+                        gone.add(raw_id)
+                    continue
+                entry, trigger = self._entry(job_id, valid_id, state, size, key)
+                by_raw[raw_id] = entry
+                gone.discard(raw_id)
             next_run = _as_float(next_run_time)
-            previous = entry.view.previous_fire_time
-            key = entry.trigger_key
-            if key is not None and now >= entry.previous_until:
-                known = fire_times.get(key) or self._fire_times.get(key)
-                if known is not None and now < known[1]:
-                    previous, entry.previous_until = known
-                elif time.monotonic() < budget_ends and (trigger is not None or state is not None):
-                    # Triggers are not kept between polls (a cron trigger is ~4 KB); the row's
-                    # bytes are, and decoding them again costs far less than the arithmetic.
-                    trigger = trigger if trigger is not None else _trigger_of(state)
-                    previous, entry.previous_until = self._walk(entry, trigger, now)
-                # else: over budget; this job's expected run waits for a later poll
-            if key is not None and entry.previous_until > now:
-                fire_times.setdefault(key, (previous, entry.previous_until))
-            if next_run != entry.view.next_run_time or previous != entry.view.previous_fire_time:
-                entry.view = replace(
-                    entry.view, next_run_time=next_run, previous_fire_time=previous
-                )
-            jobs.append(entry.view)
-        self._cache = cache  # rows that vanished are forgotten with the old dict
-        self._by_raw = by_raw
-        self._fire_times = fire_times
-        if len(self._words) > 2 * len(cache) + 1000:  # forget schedules no job has any more
-            live = {entry.trigger_key for entry in cache.values()}
+            if next_run != entry.view.next_run_time:
+                entry.view = replace(entry.view, next_run_time=next_run)
+            changed[raw_id] = entry
+            if entry.trigger_key is not None and now >= entry.previous_until:
+                due[raw_id] = entry
+                if trigger is not None:
+                    self._fire_time(raw_id, entry, trigger, None, now, budget_ends)
+        # Fire times: the rows fetched for it first, then those sharing their triggers.
+        waiting = []
+        for raw_id, entry in due.items():
+            if raw_id in gone or by_raw.get(raw_id) is not entry:
+                continue
+            if now < entry.previous_until:
+                pass  # worked out above
+            elif not self._fire_time(raw_id, entry, None, fetched.get(raw_id), now, budget_ends):
+                waiting.append((raw_id, entry))
+                continue
+            changed[raw_id] = entry
+        for raw_id, entry in waiting:
+            self._fire_time(raw_id, entry, None, None, now, budget_ends, last_try=True)
+            changed[raw_id] = entry
+        for raw_id in gone:
+            del by_raw[raw_id]
+        self._rows = rows
+        self._last = self._publish(changed.values(), bool(added or gone))
+        if len(self._words) > 2 * len(by_raw) + 1000:  # forget schedules no job has any more
+            live = {entry.trigger_key for entry in by_raw.values()}
             self._words = {k: v for k, v in self._words.items() if k in live}
-        jobs.sort(key=lambda job: job.id)
+            self._fire_times = {k: v for k, v in self._fire_times.items() if k in live}
+        if len(self._due) > 2 * len(by_raw) + 1000:
+            self._due = [
+                (entry.previous_until, 0, raw_id)
+                for raw_id, entry in by_raw.items()
+                if entry.trigger_key is not None and entry.previous_until < math.inf
+            ]
+            heapq.heapify(self._due)
+        return self._last
+
+    def _publish(self, changed: Iterable[_Cached], moved: bool) -> JobsRead:
+        """The jobs sorted by id: the last tuple with the changed views put in their places,
+        or sorted again when jobs came or went."""
+        position = self._position
+        if moved or not position:
+            jobs = sorted([entry.view for entry in self._by_raw.values()], key=_ID)
+            self._position = {job.id: i for i, job in enumerate(jobs)}
+            return JobsRead(tuple(jobs), len(jobs) - sum(map(_DECODED, jobs)))
+        jobs = list(self._last.jobs)
+        undecodable = self._last.undecodable
+        for entry in changed:
+            i = position[entry.view.id]
+            undecodable += jobs[i].decoded - entry.view.decoded
+            jobs[i] = entry.view
         return JobsRead(tuple(jobs), undecodable)
+
+    def _pop_due(self, now: float) -> dict[Any, _Cached]:
+        """Rows whose fire times must be worked out again, by id (in the order they fell due)."""
+        heap, by_raw = self._due, self._by_raw
+        due: dict[Any, _Cached] = {}
+        while heap and heap[0][0] <= now:
+            until, _, raw_id = heapq.heappop(heap)
+            entry = by_raw.get(raw_id)
+            if entry is not None and entry.previous_until == until:
+                due[raw_id] = entry
+        return due
+
+    def _fire_time(
+        self,
+        raw_id: Any,
+        entry: _Cached,
+        trigger: Any,
+        state: bytes | None,
+        now: float,
+        budget_ends: float,
+        last_try: bool = False,
+    ) -> bool:
+        """Work out the job's latest fire time now, into its view; False if it could not be
+        (over the poll's budget, or neither trigger nor bytes at hand: a later call may find it
+        shared by another job of the same trigger, and ``last_try`` leaves it for a later poll).
+
+        Shared with every job of the same trigger; worked out from the trigger, decoded from
+        ``state`` if not given (triggers are not kept between polls: a cron trigger is ~4 KB,
+        and decoding the row's bytes again costs far less than the arithmetic)."""
+        key = entry.trigger_key
+        assert key is not None
+        known = self._fire_times.get(key)
+        if known is not None and now < known[1]:
+            previous, entry.previous_until = known
+        elif time.monotonic() < budget_ends and (trigger is not None or state is not None):
+            trigger = trigger if trigger is not None else _trigger_of(state)
+            previous, entry.previous_until = self._walk(entry, trigger, now)
+            if entry.previous_until > now:
+                self._fire_times[key] = (previous, entry.previous_until)
+        elif not last_try:
+            return False
+        else:
+            previous = entry.view.previous_fire_time  # waits for a later poll
+        if previous != entry.view.previous_fire_time:
+            entry.view = replace(entry.view, previous_fire_time=previous)
+        if entry.previous_until < math.inf:
+            self._pushed += 1
+            heapq.heappush(self._due, (entry.previous_until, self._pushed, raw_id))
+        return True
 
     def _walk(self, entry: _Cached, trigger: Any, now: float) -> tuple[float | None, float]:
         """:func:`_previous_fire` within :data:`ROW_BUDGET`; past it, this job alone goes
@@ -191,53 +280,83 @@ class JobStoreSource:
                 )
             return None, now + WALK_RETRY
 
-    def _query_for(self, dialect: str) -> sa.Select[Any]:
-        """The SELECT: ``job_state`` only up to the size the decoder accepts, and its length.
+    def _select(self, connection: sa.Connection) -> list[Row]:
+        """The rows as the driver's plain tuples, fetched whole before any Python work on them
+        (on SQLite a reader that lingers can stop the scheduler's writes)."""
+        dialect = connection.dialect
+        if dialect.name == "sqlite":
+            # Registered on every read (cheap): the connection may be new, the engine anyone's.
+            driver = connection.connection.driver_connection
+            driver.create_function(SQLITE_HASH, 1, hash, deterministic=True)  # type: ignore[union-attr]
+        sql = self._queries.get(dialect.name)
+        if sql is None:
+            sql = self._queries[dialect.name] = str(
+                self._query_for(dialect.name).compile(
+                    dialect=dialect, compile_kwargs={"literal_binds": True}
+                )
+            )
+        result = connection.exec_driver_sql(sql)
+        try:
+            # The driver's tuples, not SQLAlchemy rows: equal rows compare equal in C.
+            return list(result.cursor.fetchall())
+        except dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
+        finally:
+            result.close()
 
-        A larger value would be refused unread anyway; not fetching it keeps a few 50 MB rows
-        from being copied out of the database at every poll. SQLite keeps whatever bytes an app
-        wrote in a text column and its driver fails the whole read on invalid UTF-8, so there
-        the id and the state are read as bytes.
+    def _query_for(self, dialect: str) -> sa.Select[Any]:
+        """The SELECT: id, next run time, the length of ``job_state`` and a digest of it.
+
+        A steady poll then moves ids, fire times and digests instead of every row's bytes: the
+        bytes are read afterwards, by id, only for the rows that need them. PostgreSQL and
+        MySQL/MariaDB compute ``md5(job_state)``; SQLite has no digest of its own, so the
+        connection is given one (:data:`SQLITE_HASH`). Rows larger than the decoder accepts
+        get no digest (they are judged by their length and never fetched). SQLite keeps
+        whatever bytes an app wrote in a text column and its driver fails the whole read on
+        invalid UTF-8, so there the id is read as bytes.
         """
-        query = self._queries.get(dialect)
-        if query is None:
-            column = self.table.c
-            size = sa.func.length(column.job_state)
-            state: Any = column.job_state
-            job_id: Any = column.id
-            if dialect == "sqlite":
-                job_id = sa.cast(job_id, sa.LargeBinary)
-                state = sa.cast(state, sa.LargeBinary)
-            elif dialect in DIGEST_DIALECTS:
-                state = sa.func.md5(state)  # the bytes follow only for rows that changed
-            state = sa.case((size <= MAX_JOB_STATE_BYTES, state), else_=sa.null())
-            query = sa.select(job_id, column.next_run_time, size, state)
-            self._queries[dialect] = query
-        return query
+        column = self.table.c
+        size = sa.func.length(column.job_state)
+        job_id: Any = column.id
+        if dialect == "sqlite":
+            job_id = sa.cast(job_id, sa.LargeBinary)
+            digest = getattr(sa.func, SQLITE_HASH)(sa.cast(column.job_state, sa.LargeBinary))
+        else:
+            digest = sa.func.md5(column.job_state)
+        digest = sa.case((size <= MAX_JOB_STATE_BYTES, digest), else_=sa.null())
+        return sa.select(job_id, column.next_run_time, size, digest)
 
     def _states_needed(
-        self, connection: sa.Connection, rows: Sequence[Any], now: float
+        self,
+        connection: sa.Connection,
+        fresh: Iterable[Row],
+        due: dict[Any, _Cached],
+        now: float,
+        total: int,
     ) -> dict[Any, bytes]:
         """``job_state`` of the rows whose digest changed, and of unchanged rows whose fire times
-        must be worked out again (about once per run of their trigger), by id.
-
-        A steady poll of a large store then moves ids, fire times and 32-character digests
-        instead of every row's bytes.
-        """
-        cache, fire_times = self._cache, self._fire_times
+        must be worked out again (once per trigger, about once per run of it), by id."""
+        by_raw, fire_times = self._by_raw, self._fire_times
         wanted = []
-        for raw_id, _next_run, _size, digest in rows:
+        for raw_id, _next_run, _size, digest in fresh:
             if digest is None:
                 continue  # too large to fetch (or NULL): judged by its length alone
-            cached = cache.get(raw_id)
-            if cached is None or cached.state != ("md5", digest):
+            cached = by_raw.get(raw_id)
+            if cached is None or cached.state != digest:
                 wanted.append(raw_id)
-                continue
+        walked: set[str] = set()
+        for raw_id, cached in due.items():
             key = cached.trigger_key
-            if key is not None and now >= cached.previous_until:
-                known = fire_times.get(key)
-                if known is None or now >= known[1]:
-                    wanted.append(raw_id)
+            known = fire_times.get(key) if key is not None else None
+            if key is not None and (known is None or now >= known[1]) and key not in walked:
+                walked.add(key)  # one row per trigger: the others share its fire times
+                wanted.append(raw_id)
+        if not wanted:
+            return {}
+        if len(wanted) > max(FETCH_CHUNK, total // 4):
+            return self._all_states(connection, wanted)  # a first poll: one SELECT, not many
+        if connection.dialect.name == "sqlite":
+            return self._sqlite_states(connection, wanted)
         states: dict[Any, bytes] = {}
         column = self.table.c
         for start in range(0, len(wanted), FETCH_CHUNK):
@@ -248,13 +367,54 @@ class JobStoreSource:
                     states[raw_id] = bytes(state)  # never keep a driver's view
         return states
 
+    def _all_states(self, connection: sa.Connection, wanted: list[Any]) -> dict[Any, bytes]:
+        """The bytes of every row (up to the size the decoder accepts), kept for those wanted:
+        fetched whole before any Python work on them."""
+        column = self.table.c
+        size = sa.func.length(column.job_state)
+        job_id: Any = column.id
+        state: Any = column.job_state
+        if connection.dialect.name == "sqlite":
+            job_id, state = sa.cast(job_id, sa.LargeBinary), sa.cast(state, sa.LargeBinary)
+        query = sa.select(job_id, sa.case((size <= MAX_JOB_STATE_BYTES, state), else_=sa.null()))
+        rows = connection.execute(query).all()
+        keep = set(wanted)
+        return {raw: bytes(value) for raw, value in rows if value is not None and raw in keep}
+
+    def _sqlite_states(self, connection: sa.Connection, wanted: list[Any]) -> dict[Any, bytes]:
+        """The bytes by id on SQLite, where ids are read as bytes: looked up by their text (the
+        primary key's index), and those stored otherwise (as a BLOB) by their bytes."""
+        column = self.table.c
+        blob_id = sa.cast(column.id, sa.LargeBinary)
+        state = sa.cast(column.job_state, sa.LargeBinary)
+        texts = {}
+        for raw_id in wanted:
+            text, valid = decode_id(raw_id)
+            if valid:  # an invalid id makes its row undecodable: its bytes are never needed
+                texts[text] = raw_id
+        states: dict[Any, bytes] = {}
+        names = list(texts)
+        for start in range(0, len(names), FETCH_CHUNK):
+            query = sa.select(blob_id, state).where(
+                column.id.in_(names[start : start + FETCH_CHUNK])
+            )
+            states.update(
+                (raw, bytes(value)) for raw, value in connection.execute(query) if value is not None
+            )
+        missing = [raw_id for raw_id in texts.values() if raw_id not in states]
+        for start in range(0, len(missing), FETCH_CHUNK):
+            query = sa.select(blob_id, state).where(
+                blob_id.in_(missing[start : start + FETCH_CHUNK])
+            )
+            states.update(
+                (raw, bytes(value)) for raw, value in connection.execute(query) if value is not None
+            )
+        return states
+
     def _entry(
         self, job_id: str, valid_id: bool, state: object, size: object, key: object
     ) -> tuple[_Cached, Any]:
-        """The cached row, and the decoded trigger when the row had to be decoded now."""
-        cached = self._cache.get(job_id)
-        if cached is not None and cached.state == key:
-            return cached, None
+        """A new entry for a row whose bytes changed, and its decoded trigger."""
         try:
             if not valid_id:
                 raise UndecodableJob("the job id is not valid UTF-8")
@@ -309,35 +469,39 @@ class JobStoreSource:
         return _Cached(key, view, trigger_key), job.trigger
 
 
-DIGEST_DIALECTS = frozenset({"postgresql", "mysql", "mariadb"})
-"""Where the SELECT compares ``md5(job_state)``, computed by the server, instead of the bytes."""
+SQLITE_HASH = "jobstore_exporter_hash"
+"""The digest SQLite computes for the SELECT: Python's own ``hash`` of the bytes, a C builtin
+registered on the connection (``create_function``), so no Python bytecode runs per row and the
+bytes are not kept between polls. It is 64 bits wide and salted per process, which is all that
+is needed: it only ever compares one row with itself at the last poll within one process. A
+changed row goes unnoticed with odds of 2**-64 per change (and is read again at its next
+change or restart)."""
 
 FETCH_CHUNK = 500
 """Ids per query when the bytes of changed rows are read."""
-
-_KEEP_BYTES = 64 * 1024
-"""Rows up to this size are remembered by their bytes, larger ones by a digest."""
-
-
-def _state_key(state: object, size: object) -> object:
-    """What tells whether a row's ``job_state`` changed since the last poll.
-
-    The bytes themselves for ordinary rows (comparing is cheaper than hashing), a digest for
-    large ones, and the length for those too large to be fetched, so the cache never holds a
-    large value.
-    """
-    if state is None:
-        return ("length", size)
-    if isinstance(state, bytes) and len(state) > _KEEP_BYTES:
-        return ("blake2b", hashlib.blake2b(state, digest_size=32).digest())
-    return state
-
 
 FIRE_TIME_BUDGET = 2.0
 """Seconds a poll may spend on fire-time arithmetic; the rest carries over to the next poll."""
 
 WALK_RETRY = 600.0
 """Seconds before the fire times of a job whose walk ran out of its budget are tried again."""
+
+
+def _fresh(rows: list[Row], old: list[Row]) -> Collection[Row]:
+    """The rows new or changed since the last poll, by C-level comparisons: row by row while the
+    order holds (the usual poll), as sets when rows came, went or moved."""
+    if len(rows) == len(old):
+        fresh = list(itertools.compress(rows, map(operator.ne, rows, old)))
+        if len(fresh) <= len(rows) // 8:
+            return fresh
+    found = set(rows)
+    found.difference_update(old)
+    return found
+
+
+_FIRST = operator.itemgetter(0)
+_ID = operator.attrgetter("id")
+_DECODED = operator.attrgetter("decoded")
 
 
 def _trigger_key(job_id: str, trigger: Any) -> str | None:
