@@ -8,8 +8,6 @@ APScheduler; the statements the sidecar sends are observed on its own engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 from stores import write_jobs
@@ -53,15 +51,9 @@ class Statements:
         )
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def any_store(request: pytest.FixtureRequest) -> Iterator[Database]:
-    fixture = {"sqlite": "sqlite_db", "postgresql": "pg_db", "mariadb": "mariadb_db"}
-    yield request.getfixturevalue(fixture[request.param])
-
-
-def test_steady_polls_read_digests_and_changed_rows_only(any_store: Database) -> None:
-    expected = write_jobs(any_store.url)
-    poller = StorePoller(load_config(db_url=any_store.url).stores[0])
+def test_steady_polls_read_digests_and_changed_rows_only(any_db: Database) -> None:
+    expected = write_jobs(any_db.url)
+    poller = StorePoller(load_config(db_url=any_db.url).stores[0])
     statements = Statements(poller.engine)
 
     first = poller.poll()
@@ -75,7 +67,7 @@ def test_steady_polls_read_digests_and_changed_rows_only(any_store: Database) ->
     assert second.jobs == first.jobs
     assert all(a is b for a, b in zip(second.jobs, first.jobs, strict=True))
 
-    paused = write_jobs(any_store.url, jobs=[], pause=("report_gen",))
+    paused = write_jobs(any_db.url, jobs=[], pause=("report_gen",))
     third = poller.poll()
     reads = statements.state_reads()
     assert len(reads) == 1 and "report_gen" in repr(reads[0])

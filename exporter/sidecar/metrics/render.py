@@ -125,14 +125,16 @@ class BodyCache:
         clock_part: CollectorRegistry,
         version: Callable[[], Hashable],
         *,
-        deltas: Callable[[], bytes] = bytes,
+        deltas: Callable[[bool], bytes] = lambda again: b"",
         max_age: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``static(openmetrics)`` renders the static part gzipped (OpenMetrics without
         ``# EOF``: see ``store.py``, which recompresses only what changed);
-        ``version()`` changes whenever the snapshots do (e.g. their poll times); ``deltas()``
-        gives the directly formatted lines that start the clock part."""
+        ``version()`` changes whenever the snapshots do (e.g. their poll times); ``deltas(again)``
+        gives the directly formatted lines that start the clock part, gzipped (``again``: the
+        last clock part is younger than ``max_age``, and its deltas' time may be kept; see
+        ``collector.DeltaLines``)."""
         self.static = static
         self.clock_part = clock_part
         self.deltas = deltas
@@ -222,11 +224,17 @@ class BodyCache:
                 None if previous is None else previous.static,
                 lambda: _Part(self.static(openmetrics)),
             )
+        # Right after a poll, a clock part younger than max_age keeps its time: the poll's body
+        # is then as fresh as the last one, and the deltas need not be formatted again.
+        again = previous is not None and made - previous.made < self.max_age
+        if again:
+            assert previous is not None
+            made = previous.made
         clock_part = await self._part(
             content_type,
             "clock",
             None if previous is None else previous.clock,
-            lambda: _render(encoder, self.clock_part, strip_eof=False, prefix=self.deltas),
+            lambda: _Part(self.deltas(again) + _render(encoder, self.clock_part).gzipped),
         )
         body = Body(content_type, version, made, encoder, static, clock_part)
         self._unrendered.pop(content_type, None)
@@ -273,19 +281,9 @@ def _retrieve(render: asyncio.Future[Body]) -> None:
         render.exception()
 
 
-def _render(
-    encoder: Encoder,
-    registry: CollectorRegistry,
-    *,
-    strip_eof: bool,
-    prefix: Callable[[], bytes] | None = None,
-) -> _Part:
-    """Encode and gzip one part; the static OpenMetrics part loses its ``# EOF`` (the clock
-    part, rendered after it, ends the body)."""
-    plain = (prefix() if prefix is not None else b"") + encoder(registry)
-    if strip_eof and plain.endswith(EOF_LINE):
-        plain = plain[: -len(EOF_LINE)]
-    return _compressed(plain)
+def _render(encoder: Encoder, registry: CollectorRegistry) -> _Part:
+    """Encode and gzip one registry."""
+    return _compressed(encoder(registry))
 
 
 def _compressed(plain: bytes) -> _Part:

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
@@ -22,7 +21,7 @@ from aiohttp import web
 from exporter.sidecar import memory
 from exporter.sidecar.config import Config, ConfigError
 from exporter.sidecar.logs import add_secrets
-from exporter.sidecar.metrics.collector import SnapshotCollector, clock_registry, render_deltas
+from exporter.sidecar.metrics.collector import DeltaLines, SnapshotCollector, clock_registry
 from exporter.sidecar.metrics.render import BodyCache, RenderError
 from exporter.sidecar.metrics.store import MetricStore
 from exporter.sidecar.poller import StorePoller, make_pollers
@@ -74,7 +73,7 @@ class Sidecar:
             static.render_gzipped,
             clock_registry(clock),
             lambda: tuple(p.snapshot.taken_at for p in pollers),
-            deltas=lambda: render_deltas([p.snapshot for p in pollers], time.time()),
+            deltas=DeltaLines(lambda: [p.snapshot for p in pollers]),
         )
 
     def start(self) -> None:
