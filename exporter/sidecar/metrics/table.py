@@ -79,6 +79,12 @@ class Store:
     def runs(self) -> dict[str, JobRuns]:
         return {item.job_id: item for item in self.snap.history or ()}
 
+    def reuse_runs(self, runs: dict[str, JobRuns]) -> None:
+        """Take ``runs`` as made from this snapshot's history by an earlier render: the history
+        source hands out the same tuple while no run changed, and a store's render should not
+        pass over every job with history to find that out."""
+        self.__dict__["runs"] = runs
+
     @cached_property
     def backup_job_id(self) -> str:
         return self.settings.backup_job_ids.get(self.name, "database_backup")
