@@ -20,6 +20,7 @@ import itertools
 import logging
 import math
 import operator
+import sys
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
@@ -318,13 +319,17 @@ class JobStoreSource:
         column = self.table.c
         size = sa.func.length(column.job_state)
         job_id: Any = column.id
+        fits = size <= MAX_JOB_STATE_BYTES
         if dialect == "sqlite":
             job_id = sa.cast(job_id, sa.LargeBinary)
             digest = getattr(sa.func, SQLITE_HASH)(sa.cast(column.job_state, sa.LargeBinary))
         else:
             digest = sa.func.md5(column.job_state)
-        digest = sa.case((size <= MAX_JOB_STATE_BYTES, digest), else_=sa.null())
-        return sa.select(job_id, column.next_run_time, size, digest)
+        digest = sa.case((fits, digest), else_=sa.null())
+        # The length only where it matters (a row too large, or NULL): the rows are kept until
+        # the next poll, and None costs nothing per row.
+        length = sa.case((fits, sa.null()), else_=size)
+        return sa.select(job_id, column.next_run_time, length, digest)
 
     def _states_needed(
         self,
@@ -458,9 +463,11 @@ class JobStoreSource:
             id=job_id,
             next_run_time=None,
             decoded=True,
-            name=capped(name),
-            func=func,
-            executor=capped(executor),
+            # Interned: thousands of jobs share a function, an executor, often a name, and
+            # each decoded row would otherwise hold copies of its own.
+            name=sys.intern(capped(name)),
+            func=sys.intern(func),
+            executor=sys.intern(capped(executor)),
             trigger=words[0],
             schedule=words[1],
             misfire_grace_time=job.misfire_grace_time,
@@ -509,7 +516,7 @@ def _trigger_key(job_id: str, trigger: Any) -> str | None:
     if trigger is None:
         return None
     try:
-        return f"{type(trigger).__qualname__}:{trigger!r}"
+        return sys.intern(f"{type(trigger).__qualname__}:{trigger!r}")  # one copy per schedule
     except Exception:  # noqa: BLE001 - a decoded trigger with odd state: do not share its times
         return f"job:{job_id}"
 
