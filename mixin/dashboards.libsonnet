@@ -14,28 +14,11 @@ local g = import 'lib/panels.libsonnet';
   local S = std.join(', ', storeLabels),
   local SJ = S + ', job_id',
 
-  local noJobstore = ['jobstore_exporter_build_info'],
-  local perJob = [
-    'apscheduler_job_info',
-    'apscheduler_job_paused',
-    'apscheduler_job_next_run_timestamp_seconds',
-    'apscheduler_job_next_run_delta_seconds',
-    'apscheduler_job_misfire_grace_seconds',
-    'apscheduler_job_overdue_seconds',
-    'apscheduler_job_runs_total',
-    'apscheduler_job_run_duration_seconds_bucket',
-    'apscheduler_job_run_duration_seconds_sum',
-    'apscheduler_job_run_duration_seconds_count',
-    'apscheduler_job_last_run_success',
-    'apscheduler_job_last_run_duration_seconds',
-    'apscheduler_job_last_success_timestamp_seconds',
-    'apscheduler_job_last_failure_timestamp_seconds',
-    'apscheduler_job_consecutive_failures',
-    'apscheduler_job_last_run_delay_seconds',
-    'apscheduler_job_running',
-    'apscheduler_job_running_since_timestamp_seconds',
-    'apscheduler_job_expected_run_timestamp_seconds',
-  ],
+  // Which series carry job_id (filtered by the drill-down's job) and which have no jobstore
+  // label: generated from the exporter's metric table (python -m exporter.sidecar.metrics.docs).
+  local series = import 'lib/series.json',
+  local noJobstore = series.noJobstore,
+  local perJob = series.perJob,
 
   // A selector with a dashboard's filters: `job_id` only on the drill-down.
   local selector(withJob) = function(metric, extra=[])

@@ -6,13 +6,15 @@ scrape.
 - Every metric of the public contract (``../shared/spec/contract.md``, when it is beside the
   clone) is in the golden list with its type and labels: an optional extra check, skipped with
   the reason without the contract, required under ``CI=true``.
-- The reference tables of docs/metrics.md are what ``python -m exporter.sidecar.metrics.docs``
-  writes.
+- The reference tables of docs/metrics.md and the dashboards' series list
+  (``mixin/lib/series.json``) are what ``python -m exporter.sidecar.metrics.docs`` writes, at
+  the paths it writes by default.
 - A real scrape of a real store serves only families of the golden list, with their labels.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -98,6 +100,38 @@ def test_metric_docs_rewrites_a_stale_reference(
     assert "out of date" in capsys.readouterr().err
     assert metric_docs.main([str(stale)]) == 0
     assert stale.read_text(encoding="utf-8") == text
+
+
+def test_generated_files_are_up_to_date_at_their_default_paths(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert metric_docs.main(["--check"]) == 0, capsys.readouterr().err
+
+
+def test_dashboards_filter_by_job_exactly_the_per_job_series(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listed = json.loads((ROOT / "mixin" / "lib" / "series.json").read_text(encoding="utf-8"))
+    golden = golden_families()
+    per_job = {name for name, family in golden.items() if "job_id" in family.labels}
+    per_job.discard("apscheduler_backup_info")  # one per store: names the backup job's id
+    histograms = {name for name, family in golden.items() if family.type == "histogram"}
+    expanded = {
+        f"{name}_{suffix}" if name in histograms else name
+        for name in per_job
+        for suffix in (("bucket", "sum", "count") if name in histograms else ("",))
+    }
+    assert set(listed["perJob"]) == expanded
+    assert set(listed["noJobstore"]) == {
+        name for name, family in golden.items() if "jobstore" not in family.labels
+    }
+    stale = tmp_path / "series.json"
+    stale.write_text('{"perJob": []}\n', encoding="utf-8")
+    doc = ROOT / "docs" / "metrics.md"
+    assert metric_docs.main(["--check", str(doc), "--series", str(stale)]) == 1
+    assert "out of date" in capsys.readouterr().err
+    assert metric_docs.main([str(doc), "--series", str(stale)]) == 0
+    assert json.loads(stale.read_text(encoding="utf-8")) == listed
 
 
 def test_metric_docs_refuses_a_doc_without_a_section(
