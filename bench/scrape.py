@@ -1,6 +1,6 @@
 """/metrics under load, against a floor, plus the exporter's memory and body sizes.
 
-For one store: runs `python -m exporter serve` as a subprocess (poll interval 5 s, so polls run
+For one store: runs `python -m exporter serve` as a subprocess (poll interval 2 s, so polls run
 during the load), waits for /readyz, takes the body Prometheus would get (text and gzip sizes),
 then runs `wrk` against it with the headers Prometheus sends. The floor, a tiny aiohttp process
 serving that same body with the same headers (bench/floor_server.py), gets the same wrk runs,
