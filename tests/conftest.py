@@ -154,7 +154,7 @@ E2E_MODULES = {
     "test_faults",
 }
 # Checks of shipped files: alert rules, dashboard, deployment manifests.
-ARTEFACT_MODULES = {"test_alert_rules", "test_dashboard", "test_deploy", "test_mixin"}
+ARTEFACT_MODULES = {"test_alert_rules", "test_dashboard", "test_deploy"}
 DATABASE_FIXTURES = {"sqlite_db", "pg_db", "mariadb_db", "any_db", "private_pg"}
 
 
