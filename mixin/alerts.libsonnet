@@ -454,6 +454,20 @@ local promql = import 'lib/promql.libsonnet';
             'target',
           ),
           rule(
+            'JobstoreExporterRenderFailing',
+            // About one target, as JobstoreExporterDown: its labels stay, the parts add up.
+            'sum without (part) (increase(%s[%s])) > 0\n' % [
+              sel('jobstore_exporter_render_errors_total'),
+              c.renderFailingWindow,
+            ],
+            'warning',
+            'The exporter fails to render its metrics.',
+            'The exporter {{ $labels.instance }} failed to render /metrics about {{ $value | printf "%%.0f" }} time(s) in the last %s: it serves the last body it rendered, so the series a poll changes are stale until a render succeeds (its log has one ERROR line per failed render; /readyz answers 503 meanwhile).' % c.renderFailingWindow,
+            '',
+            '',
+            'target',
+          ),
+          rule(
             'APSchedulerUndecodableJobs',
             'max by (%s) (%s) > %d\n' % [S, sel('jobstore_exporter_undecodable_jobs'), c.undecodableJobs],
             'warning',

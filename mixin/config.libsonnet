@@ -79,5 +79,7 @@
     exporterAbsentFor: '10m',
     undecodableJobs: 0,
     undecodableFor: '15m',
+    // A failed render of /metrics within this window fires JobstoreExporterRenderFailing.
+    renderFailingWindow: '10m',
   },
 }
