@@ -6,7 +6,10 @@ done, prune to the newest rows per job), with explicit timestamps so every expec
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import itertools
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +19,7 @@ from support import Database
 
 from exporter.shared.tables import history_table
 from exporter.sidecar.config import load_config
+from exporter.sidecar.db import reader_engine
 from exporter.sidecar.snapshot import JobRuns
 from exporter.sidecar.sources.history import HistorySource
 
@@ -269,3 +273,85 @@ def test_sub_second_times_survive_every_backend(history: History) -> None:
     stats = history.poll()["job"]
     assert stats.last_success == pytest.approx(ts(0.75), abs=1e-6)
     assert stats.last_run_duration == pytest.approx(0.5, abs=1e-6)
+
+
+def test_runs_ending_during_the_first_read_are_counted_once(any_db: Database) -> None:
+    """The exporter reads in autocommit, so each statement of its first read sees the table as
+    of its own moment, and the scheduler's writer commits in between. Whichever statement a
+    run's end and the next run's start land before, each run is counted exactly once (before,
+    a run seen `running` and then finished within the first read, or started just after its
+    first statement, was counted twice: served 31 failed runs where the table held 30)."""
+    h = History(any_db)
+    reader = reader_engine(sa.make_url(any_db.url), 10.0)
+    wrong: dict[int, dict[str, Any]] = {}
+    try:
+        for step in itertools.count():
+            job = f"job{step}"
+            source = HistorySource(h.store)
+            now = time.time() - ts(0)  # as an offset from T0: after the exporter started
+            first = h.insert(job, "running", now)
+            later: list[int] = []
+
+            def writer_commits(
+                first: int = first, job: str = job, later: list[int] = later, now: float = now
+            ) -> None:
+                h.finish(first, "success", now, now + 0.1)
+                later.append(h.insert(job, "running", now + 0.2))
+
+            with before_statement(reader, step, writer_commits), reader.connect() as conn:
+                source.read(conn)
+            if not later:  # the first read has fewer statements than this: all were tried
+                break
+            h.finish(later[0], "failed", now + 0.2, now + 0.3)
+            for poll in range(2):
+                with reader.connect() as conn:
+                    runs = {r.job_id: r for r in source.read(conn).runs}[job]
+                seen = {
+                    **runs.runs,
+                    "running": runs.running,
+                    "consecutive_failures": runs.consecutive_failures,
+                    "last_run_success": runs.last_run_success,
+                }
+                if seen != {"success": 1, "failed": 1, "missed": 0, "skipped": 0, "running": 0,
+                            "consecutive_failures": 1, "last_run_success": False}:  # fmt: skip
+                    wrong[step] = {"poll": poll + 2, **seen}
+        assert step >= 7  # the first read's statements were each tried
+        assert not wrong, f"by the statement the writer committed before: {wrong}"
+    finally:
+        reader.dispose()
+        h.close()
+
+
+def test_a_late_row_below_deleted_newest_rows_is_counted_once(history: History) -> None:
+    """An id the reader passed while its transaction was still open is re-checked later; if
+    the newest rows are deleted meanwhile, the reader goes back to the highest id left and
+    reads that id as a new row. It must not be counted by the re-check as well."""
+    history.poll()
+    base = history.insert("job", "success", 0, 1)
+    history.poll()
+    history.insert("job", "success", 20, 21, id=base + 2)  # base+1 not committed yet
+    assert history.poll()["job"].runs["success"] == 2
+    history.delete(base + 2)
+    history.poll()  # the table shrank: reading goes on from base
+    history.insert("job", "failed", 10, 11, id=base + 1)  # the late transaction commits
+    for _ in range(2):
+        stats = history.poll()["job"]
+        assert stats.runs["success"] == 2 and stats.runs["failed"] == 1
+
+
+@contextlib.contextmanager
+def before_statement(engine: sa.Engine, index: int, action: Callable[[], None]) -> Iterator[None]:
+    """Run `action` (a writer's commit) just before the `index`-th statement sent on `engine`."""
+    sent = 0
+
+    def hook(*_: Any) -> None:
+        nonlocal sent
+        if sent == index:
+            action()
+        sent += 1
+
+    sa.event.listen(engine, "before_cursor_execute", hook)
+    try:
+        yield
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", hook)

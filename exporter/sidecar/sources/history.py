@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -64,6 +64,7 @@ _COLUMNS = (
     "status",
     "error_message",
 )
+_STATUS = _COLUMNS.index("status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,46 +139,81 @@ class HistorySource:
         return sa.select(*(self.table.c[name] for name in _COLUMNS))
 
     def _bootstrap(self, connection: sa.Connection) -> None:
-        """First poll: latest finished rows per job and open runs; nothing counted."""
+        """First poll: latest finished rows per job and open runs; nothing counted but the
+        runs that ended since counting started.
+
+        The reader runs in autocommit, so each statement below sees the table as of its own
+        moment, and the writer commits in between. Two rules keep a run from being counted
+        twice across those moments:
+
+        * every statement stops at ``top``, the highest id when the first one ran: rows above
+          it are the next poll's, read once as new rows (a run seen ``running`` above it would
+          otherwise be counted when it finishes, and again as a new row);
+        * a run seen ``running`` by any statement is open and counted when it is seen finished
+          (by a later statement, or a later poll), never as one of the recent runs; a row seen
+          finished is finished, whatever an earlier statement said. Before, a run that ended
+          between the read of open runs and the read of recent runs was counted as recent and
+          again when its open run was seen to end.
+        """
         t = self.table
         cursor = connection.execute(sa.select(sa.func.max(t.c.id))).scalar()
+        top = int(cursor) if cursor is not None else 0
+        upto = t.c.id <= top
         latest_ids = (
             sa.select(sa.func.max(t.c.id))
-            .where(t.c.status.in_(("success", "failed")))
+            .where(upto, t.c.status.in_(("success", "failed")))
             .group_by(t.c.job_id, t.c.status)
         )
         rows = connection.execute(self._select().where(t.c.id.in_(latest_ids))).all()
-        running = connection.execute(self._select().where(t.c.status == "running")).all()
+        running = connection.execute(self._select().where(upto, t.c.status == "running")).all()
         latest = connection.execute(
-            sa.select(sa.func.max(t.c.id)).where(t.c.started_at.is_not(None)).group_by(t.c.job_id)
+            sa.select(sa.func.max(t.c.id))
+            .where(upto, t.c.started_at.is_not(None))
+            .group_by(t.c.job_id)
         ).all()
-        started = connection.execute(self._select().where(t.c.id.in_([r[0] for r in latest])))
+        started = connection.execute(self._select().where(t.c.id.in_([r[0] for r in latest]))).all()
         # Consecutive failures: failed rows after each job's latest success.
         after = sa.select(t.c.job_id, sa.func.max(t.c.id).label("ok")).where(
-            t.c.status == "success"
+            upto, t.c.status == "success"
         )
         after_success = after.group_by(t.c.job_id).subquery()
         failures = connection.execute(
             self._select()
             .select_from(t.outerjoin(after_success, after_success.c.job_id == t.c.job_id))
-            .where(t.c.status == "failed")
+            .where(upto, t.c.status == "failed")
             .where(sa.or_(after_success.c.ok.is_(None), t.c.id > after_success.c.ok))
         ).all()
-        distinct = {row[0]: row for row in [*rows, *failures, *started.all(), *running]}
-        top = int(cursor) if cursor is not None else 0
-        recent = self._recent_runs(connection, top)  # the last query: nothing applied yet
-        for _row_id, row in sorted(distinct.items(), key=lambda item: str(item[0])):
-            self._apply(row, count=False, now=time.time())
+        versions = [*running, *rows, *failures, *started]
+        open_at_read = {row[0]: row for row in versions if row[_STATUS] == "running"}
+        recent, ended = self._recent_runs(connection, top, open_at_read.keys())  # last query
+        last_seen: dict[Any, Any] = {}
+        for row in [*versions, *ended.values()]:
+            if row[0] not in last_seen or last_seen[row[0]][_STATUS] == "running":
+                last_seen[row[0]] = row  # a finished version beats a running one
+        now = time.time()
+        # A run seen running is open (its end is counted, once, like any open run's), then
+        # the rows as last seen: those open runs seen finished by a later statement are counted
+        # here, every other row only sets the gauges.
+        for _row_id, row in sorted(open_at_read.items(), key=lambda item: str(item[0])):
+            self._apply(row, count=False, now=now)
+        for _row_id, row in sorted(last_seen.items(), key=lambda item: str(item[0])):
+            if row[_STATUS] != "running":
+                self._apply(row, count=False, now=now)
         for run in recent:
-            self._count(self._jobs.setdefault(run.job_id, _JobState()), run)
+            if run.id not in open_at_read:
+                self._count(self._jobs.setdefault(run.job_id, _JobState()), run)
         # Only now: a bootstrap that failed half-way is simply tried again next poll.
         self._cursor = top
 
-    def _recent_runs(self, connection: sa.Connection, top: int) -> list[Run]:
+    def _recent_runs(
+        self, connection: sa.Connection, top: int, seen_running: Collection[Any]
+    ) -> tuple[list[Run], dict[Any, Any]]:
         """Finished rows at or below ``top`` that ended since counting started (all of them
-        when the table was seen missing), newest id windows first."""
+        when the table was seen missing), newest id windows first; and, by id, the rows among
+        ``seen_running`` found finished here (those runs ended a moment ago)."""
         t = self.table
         found: list[Run] = []
+        finished: dict[Any, Any] = {}
         upper = top
         for _ in range(MAX_BATCHES_PER_POLL):
             if upper <= 0:
@@ -192,13 +228,15 @@ class HistorySource:
                     run = parse_row(row)
                 except InvalidRow:
                     continue  # never counted; reported if it is read again as a new row
+                if row[0] in seen_running:
+                    finished[row[0]] = row
                 end = run.finished if run.finished is not None else run.started
                 if self.saw_table_missing or (end is not None and end >= self.counting_since):
                     found.append(run)
             if rows and len(found) == before and not self.saw_table_missing:
                 break  # a window of older runs only: the exporter's start is behind us
             upper -= BATCH
-        return found
+        return found, finished
 
     def _read_new(self, connection: sa.Connection, now: float, *, count: bool) -> None:
         """Rows above the cursor, in bounded id windows.
@@ -213,8 +251,10 @@ class HistorySource:
         top = int(highest) if highest is not None else 0
         if top < self._cursor:
             # The newest rows were deleted; a table without AUTOINCREMENT (SQLite) will hand out
-            # their ids again, so read from what is there now.
+            # their ids again, so read from what is there now. Ids above the new cursor are
+            # read as new rows from here on: a gap among them must not be read a second time.
             self._cursor = top
+            self._gaps = {i: seen for i, seen in self._gaps.items() if i <= top}
         expected = self._cursor + 1
         for _ in range(MAX_BATCHES_PER_POLL):
             if self._cursor >= top:
