@@ -252,9 +252,13 @@ class HistorySource:
         if top < self._cursor:
             # The newest rows were deleted; a table without AUTOINCREMENT (SQLite) will hand out
             # their ids again, so read from what is there now. Ids above the new cursor are
-            # read as new rows from here on: a gap among them must not be read a second time.
+            # read as new rows from here on: a gap or open run among them (gone, or not there
+            # yet) must not be re-checked as well, or a row reusing its id counts twice.
             self._cursor = top
             self._gaps = {i: seen for i, seen in self._gaps.items() if i <= top}
+            if any(i > top for i in self._open):
+                self._open = {i: run for i, run in self._open.items() if i <= top}
+                self._published = None
         expected = self._cursor + 1
         for _ in range(MAX_BATCHES_PER_POLL):
             if self._cursor >= top:
