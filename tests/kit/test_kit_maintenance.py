@@ -260,8 +260,10 @@ def test_stopped_is_written_even_when_shutdown_meets_a_beat_in_flight(sqlite_db)
     recorder = instrument(scheduler, sqlite_db.url, heartbeat_interval=60)
     scheduler.start()
     wait_for(lambda: heartbeats(engine), what="the first heartbeat")
-    blocker = sqlite3.connect(sa.make_url(sqlite_db.url).database, timeout=0)
-    blocker.execute("BEGIN IMMEDIATE")  # the next beat waits on this write lock
+    # A write may still be under way (the start's retention pass follows the first beat): the
+    # blocker waits for it, then holds the write lock the next beat waits on.
+    blocker = sqlite3.connect(sa.make_url(sqlite_db.url).database, timeout=10)
+    blocker.execute("BEGIN IMMEDIATE")
     scheduler.pause()  # asks for a beat: it reads `paused`, then waits for the lock
     time.sleep(0.3)
     stopper = threading.Thread(target=scheduler.shutdown)
