@@ -259,3 +259,34 @@ def test_a_trigger_that_never_fires_does_not_hang_the_poll(sqlite_db: Database) 
     job = next(j for j in snapshot.jobs if j.id == "never")  # type: ignore[attr-defined]
     assert job.trigger == "and" and job.decoded
     poller.close()
+
+
+def test_jobs_started_a_fraction_of_a_second_apart_keep_their_own_fire_times(
+    sqlite_db: Database,
+) -> None:
+    """Fire times are shared between jobs of the same schedule, but two interval jobs whose
+    start dates differ by 16 ms fire 16 ms apart: each keeps its own previous fire time."""
+    from datetime import UTC, datetime, timedelta
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(url=sqlite_db.url)}, timezone="UTC"
+    )
+    scheduler.start(paused=True)
+    try:
+        for job_id, offset in (("early", 0), ("late", 16_000)):
+            trigger = IntervalTrigger(seconds=35, start_date=start + timedelta(microseconds=offset))
+            scheduler.add_job(print, trigger, id=job_id, name=job_id)
+    finally:
+        scheduler.shutdown(wait=False)
+    poller = StorePoller(store_for(sqlite_db.url))
+    snapshot = poller.poll()
+    poller.close()
+
+    jobs = {job.id: job for job in snapshot.jobs}
+    early, late = jobs["early"].previous_fire_time, jobs["late"].previous_fire_time
+    assert early is not None and late is not None
+    assert late - early == pytest.approx(0.016, abs=1e-4)
+    assert (early - start.timestamp()) % 35 == pytest.approx(0, abs=1e-4)

@@ -116,10 +116,24 @@ class RowDecoder:
 
 
 def _trigger_key(job_id: str, trigger: Any) -> str | None:
-    """Equal for triggers that fire at the same times: repr names the fields, zone and dates."""
+    """Equal for triggers that fire at the same times. ``repr`` names the fields, the zone and
+    the dates, but prints the dates to the second: two interval jobs started a fraction of a
+    second apart fire that fraction apart, so the exact instants are part of the key too."""
     if trigger is None:
         return None
     try:
-        return sys.intern(f"{type(trigger).__qualname__}:{trigger!r}")  # one copy per schedule
+        key = f"{type(trigger).__qualname__}:{trigger!r}:{_instants(trigger)}"
+        return sys.intern(key)  # one copy per schedule
     except Exception:  # noqa: BLE001 - a decoded trigger with odd state: do not share its times
         return f"job:{job_id}"
+
+
+def _instants(trigger: Any) -> str:
+    """The trigger's own dates in full precision, and those of the triggers it combines (And/Or
+    trees are bounded when decoded, so this walk is too)."""
+    dates: list[Any] = [
+        getattr(trigger, name, None) for name in ("start_date", "end_date", "run_date")
+    ]
+    parts = [date.isoformat() if hasattr(date, "isoformat") else "-" for date in dates]
+    parts += [f"({_instants(child)})" for child in getattr(trigger, "triggers", None) or ()]
+    return ",".join(parts)
