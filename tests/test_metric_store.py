@@ -42,7 +42,8 @@ from exporter.sidecar.snapshot import (
     SourceStatus,
     StoreSnapshot,
 )
-from exporter.sidecar.sources.history import BUCKETS, FINISHED
+from exporter.sidecar.sources.history_rows import FINISHED
+from exporter.sidecar.sources.history_tally import BUCKETS
 
 GRACE = 30.0
 BACKUP_IDS = {"default": "database_backup"}

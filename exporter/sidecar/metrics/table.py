@@ -25,7 +25,7 @@ from typing import Literal, NamedTuple
 
 from exporter.sidecar import health
 from exporter.sidecar.snapshot import JobRuns, JobView, StoreSnapshot
-from exporter.sidecar.sources.history import BUCKETS
+from exporter.sidecar.sources.history_tally import BUCKETS
 
 JOB = ("jobstore", "job_id")
 STORE = ("jobstore",)

@@ -29,9 +29,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from bisect import bisect_left
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -41,13 +40,10 @@ from exporter.shared.tables import history_columns
 from exporter.sidecar.config import StoreConfig
 from exporter.sidecar.snapshot import JobRuns
 from exporter.sidecar.sources.history_rows import FINISHED, InvalidRow, Run, int_id, parse_row
+from exporter.sidecar.sources.history_tally import JobTally
 
 log = logging.getLogger(__name__)
 
-BUCKETS = (
-    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
-)  # fmt: skip
-"""Histogram upper bounds in seconds: 10 ms to 4 h, as the contract says."""
 BATCH = 5000
 MAX_BATCHES_PER_POLL = 40
 GAP_TTL = 600.0
@@ -73,26 +69,6 @@ class HistoryRead:
     invalid_rows: Mapping[str, int]  # by reason, since the exporter started
 
 
-@dataclass(slots=True)
-class _JobState:
-    """Mutable accumulator for one job; frozen into a JobRuns when it changes."""
-
-    runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISHED, 0))
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
-    duration_sum: float = 0.0
-    duration_count: int = 0
-    last_finished: tuple[float, int] | None = None  # (finished, id) of the latest success/failure
-    last_run_success: bool | None = None
-    last_run_duration: float | None = None
-    last_success: float | None = None
-    last_failure: float | None = None
-    last_error: str | None = None
-    failures_after_success: list[float] = field(default_factory=list)  # finish times, sorted
-    last_started: tuple[float, int] | None = None
-    last_run_delay: float | None = None
-    published: JobRuns | None = None
-
-
 class HistorySource:
     """Reads one store's history table incrementally."""
 
@@ -102,7 +78,7 @@ class HistorySource:
         self._cursor: int | None = None
         self._open: dict[int, Run] = {}  # running rows, by id
         self._gaps: dict[int, float] = {}  # missing id -> when first missed
-        self._jobs: dict[str, _JobState] = {}
+        self._jobs: dict[str, JobTally] = {}
         self._invalid: dict[str, int] = {}
         self._invalid_seen: set[int] = set()
         # What the last poll published, until a row is applied or an open run goes: a steady
@@ -201,7 +177,7 @@ class HistorySource:
                 self._apply(row, count=False, now=now)
         for run in recent:
             if run.id not in open_at_read:
-                self._count(self._jobs.setdefault(run.job_id, _JobState()), run)
+                self._jobs.setdefault(run.job_id, JobTally()).count(run)
         # Only now: a bootstrap that failed half-way is simply tried again next poll.
         self._cursor = top
 
@@ -330,61 +306,17 @@ class HistorySource:
                 exc.reason,
             )
             return
-        job = self._jobs.setdefault(run.job_id, _JobState())
+        job = self._jobs.setdefault(run.job_id, JobTally())
         if run.status == "running":
             self._open[run.id] = run
-            self._note_start(job, run)
-            job.published = None
+            job.note_start(run)
             return
         was_open = self._open.pop(run.id, None) is not None
         if count or was_open:
-            self._count(job, run)
-        self._note_start(job, run)
+            job.count(run)
+        job.note_start(run)
         if run.status in ("success", "failed"):
-            self._note_finish(job, run)
-        job.published = None
-
-    @staticmethod
-    def _count(job: _JobState, run: Run) -> None:
-        job.runs[run.status] += 1
-        if run.status in ("success", "failed") and run.duration is not None:
-            job.buckets[bisect_left(BUCKETS, run.duration)] += 1
-            job.duration_sum += run.duration
-            job.duration_count += 1
-        job.published = None
-
-    @staticmethod
-    def _note_start(job: _JobState, run: Run) -> None:
-        if run.started is None:
-            return
-        key = (run.started, run.id)
-        if job.last_started is None or key > job.last_started:
-            job.last_started = key
-            job.last_run_delay = run.started - run.scheduled if run.scheduled is not None else None
-
-    @staticmethod
-    def _note_finish(job: _JobState, run: Run) -> None:
-        finished = run.finished if run.finished is not None else run.started
-        if finished is None:
-            return
-        key = (finished, run.id)
-        if job.last_finished is None or key > job.last_finished:
-            job.last_finished = key
-            job.last_run_success = run.status == "success"
-            job.last_run_duration = run.duration
-        if run.status == "success":
-            job.last_success = max(job.last_success or -math.inf, finished)
-            job.failures_after_success = [
-                t for t in job.failures_after_success if t > job.last_success
-            ]
-        else:
-            job.last_failure = max(job.last_failure or -math.inf, finished)
-            if job.last_failure == finished:
-                job.last_error = run.error
-            if job.last_success is None or finished > job.last_success:
-                job.failures_after_success.insert(
-                    bisect_left(job.failures_after_success, finished), finished
-                )
+            job.note_finish(run)
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -399,29 +331,6 @@ class HistorySource:
             starts = running.get(job_id, [])
             known = [s for s in starts if s is not None]
             since = min(known) if known else None
-            published = job.published
-            if (
-                published is None
-                or published.running != len(starts)
-                or published.running_since != since
-            ):
-                published = JobRuns(
-                    job_id=job_id,
-                    runs=MappingProxyType(dict(job.runs)),
-                    bucket_counts=tuple(job.buckets),
-                    duration_sum=job.duration_sum,
-                    duration_count=job.duration_count,
-                    last_run_success=job.last_run_success,
-                    last_run_duration=job.last_run_duration,
-                    last_success=job.last_success,
-                    last_failure=job.last_failure,
-                    last_error=job.last_error,
-                    consecutive_failures=len(job.failures_after_success),
-                    last_run_delay=job.last_run_delay,
-                    running=len(starts),
-                    running_since=since,
-                )
-                job.published = published
-            result.append(published)
+            result.append(job.freeze(job_id, running=len(starts), running_since=since))
         self._published = tuple(result)
         return self._published
