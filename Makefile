@@ -20,7 +20,7 @@ lint:
 
 typecheck:
 	$(PYTHON) -m mypy
-	$(PYTHON) -m mypy mixin/render.py mixin/build_dashboards.py
+	$(PYTHON) -m mypy mixin/render.py mixin/build_dashboards.py mixin/panel_specs.py
 
 ## APScheduler 3.10.4 (what Aegis apps pin) for the tests that decode rows it wrote. Installed
 ## before the tests run, never by them; offline, those tests skip with the reason (fail in CI).

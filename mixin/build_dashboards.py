@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Literal, NotRequired, TypedDict, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from grafana_foundation_sdk.builders import common as common_b
 from grafana_foundation_sdk.builders import dashboard as dash_b
@@ -26,130 +26,21 @@ from grafana_foundation_sdk.cog.variants import Dataquery
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dash
 from grafana_foundation_sdk.models import prometheus as prom
+from panel_specs import (
+    DashboardSpec,
+    LinkSpec,
+    PanelSpec,
+    QuerySpec,
+    StatSpec,
+    Steps,
+    TableSpec,
+    TimeSeriesSpec,
+    ValueTextSpec,
+    VariableSpec,
+)
 
 # Every panel, query and variable reads the Prometheus picked in the `datasource` variable.
 DATASOURCE = dash.DataSourceRef(type_val="prometheus", uid="${datasource}")
-
-# --- the specs, as dashboards.jsonnet emits them ----------------------------------------------
-
-Steps = list[tuple[float | None, str]]
-
-
-class QuerySpec(TypedDict):
-    expr: str
-    legend: str
-
-
-class LinkSpec(TypedDict):
-    title: str
-    url: str
-
-
-class ValueTextSpec(TypedDict):
-    value: str
-    text: str
-    color: str
-
-
-class StatSpec(TypedDict):
-    kind: Literal["stat"]
-    title: str
-    description: str
-    queries: list[QuerySpec]
-    unit: str
-    thresholds: Steps
-    valueTexts: list[ValueTextSpec]
-    textMode: str
-    links: list[LinkSpec]
-    w: int
-    h: int
-
-
-class TimeSeriesSpec(TypedDict):
-    kind: Literal["timeseries"]
-    title: str
-    description: str
-    queries: list[QuerySpec]
-    unit: str
-    bars: bool
-    thresholds: Steps
-    thresholdLine: bool
-    links: list[LinkSpec]
-    w: int
-    h: int
-
-
-class ColumnSpec(TypedDict):
-    header: str
-    expr: str
-    kind: Literal["value", "time", "text", "hidden"]
-
-
-class LabelSpec(TypedDict):
-    label: str
-    header: str
-
-
-class SortSpec(TypedDict):
-    header: str
-    descending: bool
-
-
-class ColoredSpec(TypedDict):
-    header: str
-    thresholds: Steps
-
-
-class TableSpec(TypedDict):
-    kind: Literal["table"]
-    title: str
-    description: str
-    columns: list[ColumnSpec]
-    labels: list[LabelSpec]
-    unit: str
-    sortBy: SortSpec | None
-    colored: list[ColoredSpec]
-    links: list[LinkSpec]
-    w: int
-    h: int
-
-
-PanelSpec = StatSpec | TimeSeriesSpec | TableSpec
-
-
-class RowSpec(TypedDict):
-    title: str
-    panels: list[PanelSpec]
-
-
-class VariableSpec(TypedDict):
-    kind: Literal["query", "datasource"]
-    name: str
-    label: str
-    description: str
-    query: NotRequired[str]
-    multi: NotRequired[bool]
-    defaultUid: NotRequired[str]
-    defaultName: NotRequired[str]
-
-
-class DashboardLinkSpec(TypedDict):
-    title: str
-    url: str
-    tooltip: str
-
-
-class DashboardSpec(TypedDict):
-    uid: str
-    title: str
-    description: str
-    tags: list[str]
-    refresh: str
-    timeFrom: str
-    variables: list[VariableSpec]
-    rows: list[RowSpec]
-    links: list[DashboardLinkSpec]
-
 
 # --- panels -----------------------------------------------------------------------------------
 

@@ -107,11 +107,18 @@ def builder() -> ModuleType:
         raise SdkMissing(
             "grafana-foundation-sdk is not installed: pip install -e '.[dashboards]'"
         ) from exc
-    spec = importlib.util.spec_from_file_location(
-        "mixin_build_dashboards", HERE / "build_dashboards.py"
-    )
+    _load("panel_specs")  # what build_dashboards imports, found in sys.modules
+    return _load("build_dashboards")
+
+
+def _load(name: str) -> ModuleType:
+    """A module of mixin/ by path, registered under its own name."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
