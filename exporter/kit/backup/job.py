@@ -33,11 +33,6 @@ from exporter.kit.backup.model import (
 )
 from exporter.kit.backup.take import backup_database
 from exporter.kit.engine import describe_url, normalize_url
-from exporter.kit.rotation import rotation_victims as rotation_victims
-from exporter.shared.backup_files import (
-    BackupFile as BackupFile,  # re-exported: callers use kit.backup
-)
-from exporter.shared.backup_files import list_backups as list_backups
 
 log = logging.getLogger("exporter.kit.backup")
 

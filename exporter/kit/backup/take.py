@@ -34,12 +34,7 @@ from exporter.kit.backup.model import (
 from exporter.kit.backup.verify import verify_backup
 from exporter.kit.engine import describe_url, normalize_url, redact
 from exporter.kit.rotation import forget, fsync_dir, record, rotate, warn_untrusted
-from exporter.kit.rotation import rotation_victims as rotation_victims
 from exporter.shared.backup_files import EXTENSIONS, backup_name
-from exporter.shared.backup_files import (
-    BackupFile as BackupFile,  # re-exported: callers use kit.backup
-)
-from exporter.shared.backup_files import list_backups as list_backups
 
 log = logging.getLogger("exporter.kit.backup")
 
