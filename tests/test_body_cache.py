@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.sidecar.metrics.collector import DeltaLines
+from exporter.sidecar.metrics.deltas import DeltaLines
 from exporter.sidecar.metrics.render import BodyCache
 from exporter.sidecar.snapshot import JobView, StoreSnapshot
 

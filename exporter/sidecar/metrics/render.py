@@ -134,7 +134,7 @@ class BodyCache:
         ``version()`` changes whenever the snapshots do (e.g. their poll times); ``deltas(again)``
         gives the directly formatted lines that start the clock part, gzipped (``again``: the
         last clock part is younger than ``max_age``, and its deltas' time may be kept; see
-        ``collector.DeltaLines``)."""
+        ``deltas.DeltaLines``)."""
         self.static = static
         self.clock_part = clock_part
         self.deltas = deltas

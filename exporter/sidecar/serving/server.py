@@ -21,7 +21,8 @@ from aiohttp import web
 from exporter.sidecar import memory
 from exporter.sidecar.config import Config, ConfigError
 from exporter.sidecar.logs import add_secrets
-from exporter.sidecar.metrics.collector import DeltaLines, SnapshotCollector, clock_registry
+from exporter.sidecar.metrics.collector import SnapshotCollector, clock_registry
+from exporter.sidecar.metrics.deltas import DeltaLines
 from exporter.sidecar.metrics.render import BodyCache, RenderError
 from exporter.sidecar.metrics.store import MetricStore
 from exporter.sidecar.poller import StorePoller, make_pollers

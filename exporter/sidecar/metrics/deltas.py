@@ -1,0 +1,169 @@
+"""``apscheduler_job_next_run_delta_seconds``: the one family with a line per job that changes
+with every scrape second, formatted directly and gzipped for the clock part of every body.
+
+The generic encoder spends about 9 µs a line on it; a line formatted in Python about 0.9 µs,
+which at 10k jobs was still 9 ms every second (and 90 ms at 100k), plus the compression. What
+changes from one second to the next is only the number: so each job's text before it (name,
+escaped labels) is kept, made again only for jobs that are new to the store, and a render is a
+subtraction, a ``repr`` and a join, all run by C loops over lists (``map``, ``zip``, ``join``)
+with no Python frame per job. The lines are the same in the text format and OpenMetrics (a
+gauge, label values escaped alike), and the same bytes as a line-by-line format (``{value!r}``):
+``tests/test_deltas.py`` holds the two to each other, and both to ``prometheus_client``'s
+samples.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import operator
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from exporter.sidecar.metrics.families import family
+from exporter.sidecar.snapshot import JobView, StoreSnapshot
+
+DELTA = family("apscheduler_job_next_run_delta_seconds")
+HEADER = f"# HELP {DELTA.name} {DELTA.help}\n# TYPE {DELTA.name} {DELTA.kind}\n"
+
+GZIP_LEVEL = 3
+"""Fast over small: every second compresses a line per job again (at 10k jobs 2.9 ms at level 3
+against 6.4 ms at level 5, for 73 KB against 62 KB)."""
+
+_next_run = operator.attrgetter("next_run_time")
+
+
+def escape(value: str) -> str:
+    """Label value escaping of both exposition formats: backslash, double quote, newline."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+class _StoreLines:
+    """One job store's delta lines without their numbers: for each series job with a next run
+    time, the text that goes before the number (starting with the newline that ends the line
+    before it) and the next run time it is measured from."""
+
+    def __init__(self, jobstore: str) -> None:
+        self.jobstore = jobstore
+        self.views: tuple[JobView, ...] = ()
+        self.heads: list[str] = []
+        self.times: list[float] = []
+        self._by_id: dict[str, str] = {}
+
+    def update(self, views: tuple[JobView, ...]) -> None:
+        """Follow a new poll's series jobs; an unchanged poll (the very same tuple) costs
+        nothing, another looks up each job's head and formats only those of new jobs."""
+        if views is self.views:
+            return
+        timed = [view for view in views if view.next_run_time is not None]
+        known = self._by_id
+        store = escape(self.jobstore)
+        by_id: dict[str, str] = {}
+        for view in timed:
+            head = known.get(view.id)
+            if head is None:
+                head = f'\n{DELTA.name}{{jobstore="{store}",job_id="{escape(view.id)}"}} '
+            by_id[view.id] = head
+        self.heads = [by_id[view.id] for view in timed]
+        self.times = list(map(_next_run, timed))
+        self._by_id = by_id  # jobs that left the store leave with their heads
+        self.views = views
+
+    def lines(self, now: float) -> Iterator[str]:
+        """The store's lines at ``now``, joined a slice of jobs at a time (see ``SLICE``)."""
+        heads, times, at = self.heads, self.times, itertools.repeat(now)
+        for start in range(0, len(heads), SLICE):
+            end = start + SLICE
+            values = map(repr, map(operator.sub, times[start:end], at))
+            yield "".join(itertools.chain.from_iterable(zip(heads[start:end], values, strict=True)))
+
+
+SLICE = 512
+"""Jobs formatted per C call. One join over every job of a 10k store held the interpreter lock
+for about 12 ms in a single call, which no switch interval can interrupt: every scrape that
+came meanwhile waited. A slice is a fraction of a millisecond."""
+
+
+def render(stores: Iterable[_StoreLines], now: float) -> bytes:
+    """The whole family at ``now``: its header and a line per job of every store."""
+    pieces = itertools.chain.from_iterable(store.lines(now) for store in stores)
+    # Each head starts with the newline that ends the line before it: the header's own newline
+    # is taken off, and the last line's added.
+    return "".join(itertools.chain((HEADER[:-1],), pieces, ("\n",))).encode()
+
+
+class DeltaLines:
+    """The delta family of the current snapshots, gzipped (one gzip member), for the clock part
+    of every body; handed out again right after a poll that moved no job's next run time.
+
+    The deltas change with the clock, so they are rendered again each second that scrapes keep
+    coming, and a poll in between needs a clock part for its new body too. When the last clock
+    part is recent (``again``: the body cache found it younger than its max age), the poll's body
+    takes the deltas at the last render's time: the very same bytes when no series job's id or
+    next run time moved (a poll in which jobs were modified but none ran), else the lines of the
+    new snapshots at that time. They are then no older than the deltas every scrape gets between
+    two clock renders, and a line per job is not formatted and compressed twice within one
+    second. Called on the one render thread only.
+    """
+
+    def __init__(
+        self,
+        snapshots: Callable[[], Iterable[StoreSnapshot]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.snapshots = snapshots
+        self.clock = clock
+        self._now: float | None = None  # the time of the last render
+        self._inputs: list[tuple[str, bool, tuple[JobView, ...]]] = []
+        self._stores: dict[str, _StoreLines] = {}
+        self._gzipped = b""
+
+    def __call__(self, again: bool = False) -> bytes:
+        snaps = list(self.snapshots())
+        inputs = [(snap.jobstore, snap.ever_succeeded, snap.series_jobs) for snap in snaps]
+        if again and self._now is not None:
+            if _same_next_runs(inputs, self._inputs):
+                self._inputs = inputs
+                return self._gzipped
+            now = self._now
+        else:
+            now = self.clock()
+        self._gzipped = gzip.compress(render(self._follow(inputs), now), GZIP_LEVEL, mtime=0)
+        self._now, self._inputs = now, inputs
+        return self._gzipped
+
+    def _follow(self, inputs: list[tuple[str, bool, tuple[JobView, ...]]]) -> list[_StoreLines]:
+        """The kept lines of each store that has deltas (one that never read its job store has
+        none), updated to its snapshot; a store gone from the configuration is forgotten."""
+        kept: dict[str, _StoreLines] = {}
+        ordered: list[_StoreLines] = []
+        for jobstore, ever_succeeded, views in inputs:
+            found = None if jobstore in kept else self._stores.get(jobstore)
+            lines = found or _StoreLines(jobstore)
+            kept.setdefault(jobstore, lines)
+            if ever_succeeded:
+                lines.update(views)
+                ordered.append(lines)
+        self._stores = kept
+        return ordered
+
+
+def _same_next_runs(
+    new: list[tuple[str, bool, tuple[JobView, ...]]],
+    old: list[tuple[str, bool, tuple[JobView, ...]]],
+) -> bool:
+    """Whether two sets of inputs give the same delta lines at the same time: the same stores,
+    and the same job ids and next run times in the same places (views that are the very same
+    objects, most of them after a poll, are not looked at)."""
+    if len(new) != len(old):
+        return False
+    for (store, ok, jobs), (old_store, old_ok, old_jobs) in zip(new, old, strict=True):
+        if store != old_store or ok != old_ok or len(jobs) != len(old_jobs):
+            return False
+        moved = itertools.compress(range(len(jobs)), map(operator.is_not, jobs, old_jobs))
+        for i in moved:
+            if jobs[i].id != old_jobs[i].id or jobs[i].next_run_time != old_jobs[i].next_run_time:
+                return False
+    return True

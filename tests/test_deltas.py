@@ -1,0 +1,88 @@
+"""The next-run deltas of the clock part (exporter/sidecar/metrics/deltas.py) against
+prometheus_client, over sequences of polls in which jobs stay, change, leave and come back.
+
+Each job's text before its number is kept between renders; these properties hold the kept text
+to what prometheus_client writes for the same snapshots at the same time: the same series in
+the same order with the same values, in both formats, and never a line of a job that left.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+from prometheus_client.registry import CollectorRegistry
+from test_metric_store import GRACE, STORE_NAMES, pools, samples, snapshots
+
+from exporter.sidecar.metrics.collector import SnapshotCollector
+from exporter.sidecar.metrics.deltas import DELTA, DeltaLines
+from exporter.sidecar.snapshot import JobView, StoreSnapshot
+
+NOW = st.floats(0, 4e9)
+MOSTLY = st.sampled_from([True, True, True, False])
+
+
+def reference(snaps: list[StoreSnapshot], now: float) -> list[tuple[str, tuple, str]]:  # type: ignore[type-arg]
+    """The delta samples prometheus_client writes for ``snaps`` at ``now``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: snaps, default_grace=GRACE, clock=lambda: now))
+    body = generate_openmetrics(registry).decode()
+    return [s for s in samples(parse_om(body)) if s[0] == DELTA.name]
+
+
+def mine(gzipped: bytes) -> tuple[list[tuple[str, tuple, str]], list[tuple[str, tuple, str]]]:  # type: ignore[type-arg]
+    """The samples of a rendered delta family, read as text and as OpenMetrics."""
+    text = gzip.decompress(gzipped).decode()
+    return samples(parse_text(text)), samples(parse_om(text + "# EOF\n"))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), STORE_NAMES, st.integers(1, 6))
+def test_kept_delta_lines_follow_every_poll(
+    data: st.DataObject, names: list[str], polls: int
+) -> None:
+    pool = {name: data.draw(pools()) for name in names}
+    current: list[StoreSnapshot] = []
+    now = [0.0]
+    deltas = DeltaLines(lambda: current, clock=lambda: now[0])
+    for _ in range(polls):
+        present = data.draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
+        # Mostly stores that read their jobs: those are the ones with deltas to keep.
+        current[:] = [
+            replace(data.draw(snapshots(name, pool[name])), ever_succeeded=data.draw(MOSTLY))
+            for name in present
+        ]
+        now[0] = data.draw(NOW)
+        as_text, as_openmetrics = mine(deltas())
+        expected = reference(current, now[0])
+        assert as_text == expected
+        assert as_openmetrics == expected
+
+
+def test_a_job_that_leaves_takes_its_line_and_one_that_comes_gets_one() -> None:
+    """The kept text is per job id: a new job's label text is made for it (escaped), a job
+    that left is gone at the next render, and the numbers follow the clock."""
+    now = [1000.0]
+    a = JobView(id="a", next_run_time=1010.0, decoded=True)
+    odd = JobView(id='we"ird\\\nid', next_run_time=1500.25, decoded=True)
+    snaps = [StoreSnapshot("default", 0.0, jobs=(a,), ever_succeeded=True)]
+    deltas = DeltaLines(lambda: snaps, clock=lambda: now[0])
+
+    def lines() -> list[str]:
+        text = gzip.decompress(deltas()).decode()
+        return [line for line in text.splitlines() if not line.startswith("#")]
+
+    assert lines() == ['apscheduler_job_next_run_delta_seconds{jobstore="default",job_id="a"} 10.0']
+    snaps = [StoreSnapshot("default", 1.0, jobs=(odd,), ever_succeeded=True)]
+    now[0] = 1001.0
+    assert lines() == [
+        'apscheduler_job_next_run_delta_seconds{jobstore="default",'
+        'job_id="we\\"ird\\\\\\nid"} 499.25'
+    ]
+    snaps = [StoreSnapshot("default", 2.0, jobs=(a, odd), ever_succeeded=False)]
+    assert lines() == []  # a store that never read its jobs has no deltas
