@@ -42,7 +42,11 @@ _T = TypeVar("_T")
 
 BLOCK = 1024
 """Rows per gzip member of a column: a poll recompresses the blocks whose bytes changed."""
-GZIP_LEVEL = 5
+GZIP_LEVEL = 3
+"""Half the time of level 5 for a fifth more bytes: a poll that changed 1% of the jobs, spread
+over the store, recompresses every block of the columns they touched (at 10k jobs the
+``apscheduler_job_info`` column alone is 1.65 MB: 5.1 ms at level 3, 10.5 ms at level 5, for
+121 KB against 101 KB)."""
 
 
 def gzipped(data: bytes) -> bytes:
