@@ -260,8 +260,14 @@ class BodyResponse(web.Response):
     _send_headers_immediately = True
 
 
-WRITE_CHUNK = 128 * 1024
-"""Bodies larger than this go to the socket in slices of this size (see ``send_body``)."""
+WRITE_CHUNK = 1024 * 1024
+"""Bodies larger than this go to the socket in slices of this size (see ``send_body``).
+
+A slice that the socket does not take at once waits for the transport to drain: more turns of
+the event loop and more system calls per scrape. At 128 KiB, the gzipped body at 10k jobs (about
+400 KB) left in four slices, and the scrapes per second of a cached body were a quarter lower
+than in one write; at 1 MiB it leaves in one, and what the transport may copy stays under 1 MiB
+(the plain body at 10k jobs, 6 MB, still goes in slices)."""
 
 
 async def send_body(
