@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         benchmark="churn",
         rss_peak_mib_after_warmup=max(s["rss_peak_mib"] for s in warm[:tenth]),
         rss_peak_mib_at_end=max(s["rss_peak_mib"] for s in warm[-tenth:]),
-        allocator=os.environ.get("PYTHONMALLOC", "malloc (serve restarts itself with it)"),
+        allocator=os.environ.get("PYTHONMALLOC", "pymalloc (Python's default)"),
         poll_interval_s=args.poll,
         target_scrapes_per_s=args.scrapes,
         target_history_rows_per_s=args.history,

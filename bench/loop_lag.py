@@ -1,7 +1,7 @@
 """How long the event loop that serves scrapes waits for other work, and for what.
 
-Runs the sidecar as ``serve`` runs it (``exporter.sidecar.serving.server.serve``: glibc's
-allocator, the switch interval, pollers and renders on their threads), in this process, with a poll
+Runs the sidecar as ``serve`` runs it (``exporter.sidecar.serving.server.serve``: the
+switch interval, pollers and renders on their threads), in this process, with a poll
 every 2 s and a light scraper in a child process (20 scrapes/s with Prometheus' headers, so the
 clock part renders every second and each poll's body is rendered as in production). Beside the
 server, a probe task sleeps 1 ms at a time on the loop; whatever keeps it waiting longer than that
@@ -30,7 +30,6 @@ import time
 from typing import Any
 
 from bench.scrape import ACCEPT, free_port, get
-from exporter.sidecar import memory
 from exporter.sidecar.config import load_config
 from exporter.sidecar.serving.server import serve
 
@@ -170,7 +169,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--report-ms", type=float, default=3)
     args = parser.parse_args(argv)
-    memory.use_system_allocator()  # as `serve` runs (replaces this process once)
     print(json.dumps(asyncio.run(run(args.url, args.seconds, args.report_ms)), indent=2))
 
 

@@ -133,10 +133,6 @@ def serve(
     ] = None,
 ) -> None:
     """Run the sidecar: poll the job store and serve /metrics."""
-    from exporter.sidecar.memory import use_system_allocator
-
-    # first: replaces this process when it applies (exporter/sidecar/memory.py)
-    use_system_allocator()
     from exporter.sidecar.logs import setup_logging
     from exporter.sidecar.serving.server import serve as run_server
 

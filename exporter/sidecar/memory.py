@@ -13,15 +13,14 @@ soak, ``bench/churn.py``), for two reasons this module deals with:
   mark. So renders run on one thread (:data:`RENDER_THREAD`) and each store's polls on one
   thread of their own, instead of whichever worker of the default pool is free.
 
-* Python's own small-object allocator (pymalloc) takes memory in 1 MiB arenas and can only
-  give an arena back when every object in it is gone. A render makes a few hundred thousand
-  short-lived objects while the poll thread creates the next snapshot's long-lived ones among
-  them; a few survivors pin each arena, and the count of arenas grows for as long as the store
-  churns (the profile: the live Python heap flat at about 11 MiB, arenas from 40 to 55 in two
-  minutes, the resident size with them). With ``PYTHONMALLOC=malloc`` those objects come from
-  glibc instead, whose ``malloc_trim`` returns free pages from anywhere in the heap, not only
-  whole arenas: ``serve`` starts itself again that way (:func:`use_system_allocator`) unless
-  ``PYTHONMALLOC`` is already set.
+Python's own small-object allocator (pymalloc) stays: an earlier version started ``serve`` again
+on glibc's allocator (``PYTHONMALLOC=malloc``), because a few survivors of each render pinned
+pymalloc's 1 MiB arenas and the resident size climbed under churn. Once renders stopped making
+hundreds of thousands of objects (per-job lines kept as bytes, ``metrics/store.py``) and the
+heap was frozen after each poll, the churn soak (``bench/churn.py``, 10 minutes, 2,000 jobs)
+measured pymalloc flat and lower (+2.6 MiB, ending at 89.7 MiB, against +2.5 MiB and 93.1 MiB),
+and serving a cached body 15 to 30 % faster: glibc's malloc costs more per small object, and a
+scrape makes many.
 
 ``release()`` (``malloc_trim``) hands back the free pages after a large render. Without glibc
 (musl, macOS) all of this does nothing.
@@ -41,8 +40,6 @@ import ctypes
 import ctypes.util
 import gc
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -91,26 +88,6 @@ def release() -> None:
     """Give the free memory at the top of the heaps back to the system (glibc only)."""
     if _trim is not None:
         _trim(0)
-
-
-def use_system_allocator() -> None:
-    """Start this process again with ``PYTHONMALLOC=malloc`` (same pid, same arguments).
-
-    Only for the long-running ``serve``, only on glibc, and never when ``PYTHONMALLOC`` is set
-    already (an operator's explicit choice, ``pymalloc`` included, or the restarted process
-    itself) or inside a test runner, whose process must not be replaced.
-    """
-    if _LIBC is None or "PYTHONMALLOC" in os.environ or "pytest" in sys.modules:
-        return
-    argv = list(sys.orig_argv)
-    if not argv:
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execve(sys.executable, argv, {**os.environ, "PYTHONMALLOC": "malloc"})
-    except OSError as exc:  # carry on with pymalloc: memory may climb under churn, no more
-        log.debug("could not restart with PYTHONMALLOC=malloc: %s", exc)
 
 
 class HeapFreezer:
