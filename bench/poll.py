@@ -33,6 +33,7 @@ import sqlalchemy as sa
 
 from bench.scrape import ACCEPT
 from bench.stores import change_states
+from exporter.sidecar import memory
 from exporter.sidecar.config import load_config
 from exporter.sidecar.serving.server import Sidecar
 
@@ -59,9 +60,14 @@ def raw_select(engine: sa.Engine) -> int:
 
 def measure(url: str, rounds: int = 7, changed_rounds: int = 3) -> dict[str, Any]:
     sidecar = Sidecar(load_config(db_url=url))  # pollers and renderers as `serve` builds them
+    # As in `serve`: what each poll leaves behind is frozen out of the cyclic GC's walks, so a
+    # full collection of the whole heap does not land, at random, inside a timed poll or render.
+    sidecar.heap = memory.HeapFreezer()
     poller = sidecar.pollers[0]
+    after_poll = sidecar.heap.after_poll
     try:
         cold = _timed(poller.poll)
+        after_poll()
         if not poller.snapshot.up:
             raise RuntimeError(f"poll failed: {poller.snapshot.sources['jobs'].error}")
         raw_select(poller.engine)  # both start from warm caches
@@ -69,11 +75,13 @@ def measure(url: str, rounds: int = 7, changed_rounds: int = 3) -> dict[str, Any
         for _ in range(rounds):
             floor.append(_timed(lambda: raw_select(poller.engine)))
             steady.append(_timed(poller.poll))
+            after_poll()
             source.append(poller.snapshot.sources["jobs"].duration)
         changed, changed_rows = [], 0
         for round_ in range(1, changed_rounds + 1):
             changed_rows = change_states(url, 0.01, round_=round_)
             changed.append(_timed(poller.poll))
+            after_poll()
         result: dict[str, Any] = {
             "jobs": len(poller.snapshot.jobs),
             "undecodable": poller.snapshot.undecodable,
@@ -105,6 +113,7 @@ async def render_costs(sidecar: Sidecar, change: Any = None) -> dict[str, Any]:
     sidecar.bodies.clock = lambda: fake_clock[0]
     await sidecar.bodies.get(ACCEPT)  # warm
     sidecar.pollers[0].poll()
+    _freeze(sidecar)
     # Scrapes are served the last complete body while a newer one renders, so time the render
     # itself (what every poll, and every second, costs the process).
     after_poll = await _atimed(sidecar.bodies.refresh())
@@ -117,6 +126,7 @@ async def render_costs(sidecar: Sidecar, change: Any = None) -> dict[str, Any]:
     if change is not None:
         change()
         sidecar.pollers[0].poll()
+        _freeze(sidecar)
         after_change = await _atimed(sidecar.bodies.refresh())
     return {
         "after_poll_ms": round(after_poll * 1000, 1),
@@ -124,6 +134,11 @@ async def render_costs(sidecar: Sidecar, change: Any = None) -> dict[str, Any]:
         "clock_part_ms": round(statistics.median(clock_renders) * 1000, 1),
         "cached_scrape_ms": round(statistics.median(cached) * 1000, 3),
     }
+
+
+def _freeze(sidecar: Sidecar) -> None:
+    if sidecar.heap is not None:
+        sidecar.heap.after_poll()
 
 
 async def _atimed(awaitable: Any) -> float:

@@ -166,7 +166,7 @@ def measure(
     """
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
-    each = max(1.0, seconds / repeats)
+    each = max(1, round(seconds / repeats))  # wrk takes whole seconds only
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         port = free_port()
