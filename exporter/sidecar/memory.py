@@ -48,8 +48,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter numbers (malloc.h)
-MMAP_THRESHOLD = 256 * 1024
-"""Blocks of this size and larger get their own mapping (the default before glibc adapts it)."""
+MMAP_THRESHOLD = 320 * 1024
+"""Blocks of this size and larger get their own mapping. Just above asyncio's receive buffer
+(256 KiB, allocated for every ``recv`` and shrunk to what came): at 256 KiB each read of a
+request was a fresh mapping and its unmapping, a quarter of the requests per second lost on
+small bodies (measured against the same server at 320 KiB and at 1 MiB)."""
 
 RENDER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
 """The one thread every /metrics render runs on."""
