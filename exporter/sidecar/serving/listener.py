@@ -49,8 +49,8 @@ FD_RESERVE = 64
 #: them reaches :meth:`Connections.admit`: the cap leaves room for such a burst too.
 BACKLOG = 128
 _WARN_EVERY = 60.0  # seconds between two "connection limit reached" lines
-_SWEEP_MAX = 1.0  # seconds between two sweeps, at most and at least
-_SWEEP_MIN = 0.05
+_SWEEP_MAX = 1.0  # the longest gap between two sweeps (seconds)
+_SWEEP_MIN = 0.05  # the shortest, however short the timeouts
 
 WAITING, BUSY, IDLE = "waiting", "busy", "idle"
 
