@@ -64,10 +64,9 @@ def measure(url: str, rounds: int = 7, changed_rounds: int = 3) -> dict[str, Any
     # full collection of the whole heap does not land, at random, inside a timed poll or render.
     sidecar.heap = memory.HeapFreezer()
     poller = sidecar.pollers[0]
-    after_poll = sidecar.heap.after_poll
     try:
         cold = _timed(poller.poll)
-        after_poll()
+        _freeze(sidecar)
         if not poller.snapshot.up:
             raise RuntimeError(f"poll failed: {poller.snapshot.sources['jobs'].error}")
         raw_select(poller.engine)  # both start from warm caches
@@ -75,13 +74,13 @@ def measure(url: str, rounds: int = 7, changed_rounds: int = 3) -> dict[str, Any
         for _ in range(rounds):
             floor.append(_timed(lambda: raw_select(poller.engine)))
             steady.append(_timed(poller.poll))
-            after_poll()
+            _freeze(sidecar)
             source.append(poller.snapshot.sources["jobs"].duration)
         changed, changed_rows = [], 0
         for round_ in range(1, changed_rounds + 1):
             changed_rows = change_states(url, 0.01, round_=round_)
             changed.append(_timed(poller.poll))
-            after_poll()
+            _freeze(sidecar)
         result: dict[str, Any] = {
             "jobs": len(poller.snapshot.jobs),
             "undecodable": poller.snapshot.undecodable,
