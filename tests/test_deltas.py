@@ -20,7 +20,7 @@ from prometheus_client.registry import CollectorRegistry
 from test_metric_store import GRACE, STORE_NAMES, pools, samples, snapshots
 
 from exporter.sidecar.metrics.collector import SnapshotCollector
-from exporter.sidecar.metrics.deltas import DELTA, DeltaLines
+from exporter.sidecar.metrics.deltas import DELTA, SLICE, DeltaLines
 from exporter.sidecar.snapshot import JobView, StoreSnapshot
 
 NOW = st.floats(0, 4e9)
@@ -86,3 +86,19 @@ def test_a_job_that_leaves_takes_its_line_and_one_that_comes_gets_one() -> None:
     ]
     snaps = [StoreSnapshot("default", 2.0, jobs=(a, odd), ever_succeeded=False)]
     assert lines() == []  # a store that never read its jobs has no deltas
+
+
+def test_a_store_larger_than_a_slice_gets_every_line_once() -> None:
+    """Lines are formatted a slice of jobs at a time, with a pause between slices: a store of
+    several slices still gets one line per job, in order, each with its own value."""
+    count = 3 * SLICE + 7
+    jobs = tuple(
+        JobView(id=f"job-{i:05d}", next_run_time=2000.0 + i * 0.1, decoded=True)
+        for i in range(count)
+    )
+    snaps = [StoreSnapshot("default", 0.0, jobs=jobs, ever_succeeded=True)]
+    as_text, as_openmetrics = mine(DeltaLines(lambda: snaps, clock=lambda: 1000.0)())
+    expected = reference(snaps, 1000.0)
+    assert len(expected) == count
+    assert as_text == expected
+    assert as_openmetrics == expected
