@@ -34,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stores import SEED_JOBS, write_jobs
 from support import Database
 
+from exporter.shared.tables import heartbeat_table, history_table
 from exporter.sidecar.config import load_config
 from exporter.sidecar.poller import StorePoller
 from exporter.sidecar.serving.server import SIDECAR, create_app
@@ -250,6 +251,50 @@ def test_an_invalid_utf8_job_id_fails_its_row_only(
     assert set(jobs) == {job["id"] for job in SEED_JOBS} | {"job\\xff"}
     assert not jobs["job\\xff"].decoded and jobs["job\\xff"].next_run_time is not None
     assert any("not valid UTF-8" in r.getMessage() for r in caplog.records)
+
+
+def test_invalid_utf8_text_in_history_and_heartbeat_rows_costs_only_that_text(
+    sqlite_db: Database,
+) -> None:
+    """SQLite keeps any bytes in a text column; its driver used to fail the whole history (or
+    heartbeat) read at the first invalid one, so every later run went unseen. Now the run still
+    counts and the bad bytes show as escapes."""
+    write_jobs(sqlite_db.url)
+    metadata = sa.MetaData()
+    history_table(metadata)
+    heartbeat_table(metadata)
+    engine = sa.create_engine(sqlite_db.url)
+    metadata.create_all(engine)
+    engine.dispose()
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    with sqlite3.connect(sqlite_db.url.removeprefix("sqlite:///")) as conn:
+        run = (
+            "INSERT INTO job_execution (job_id, job_name, scheduled_run_time, started_at, "
+            "finished_at, duration_ms, status, error_message) VALUES (?, {name}, ?, ?, ?, 1000, "
+            "?, {error})"
+        )
+        for minutes, status, error in (
+            (-20, "failed", "CAST(X'626164FF' AS TEXT)"),
+            (-10, "success", "NULL"),
+        ):
+            at = str(now + timedelta(minutes=minutes))
+            conn.execute(
+                run.format(name="CAST(X'6E616D65FF' AS TEXT)", error=error),
+                ("database_backup", at, at, at, status),
+            )
+        conn.execute(
+            "INSERT INTO scheduler_heartbeat (scheduler_id, host, pid, state, started_at, "
+            "last_seen) VALUES ('s1', CAST(X'686F7374FF' AS TEXT), 1, 'running', ?, ?)",
+            (str(now), str(now)),
+        )
+    poller = StorePoller(load_config(db_url=sqlite_db.url).stores[0])
+    snapshot = poller.poll()
+    poller.close()
+    assert all(status.ok for status in snapshot.sources.values()), snapshot.sources
+    (backup,) = [runs for runs in snapshot.history or () if runs.job_id == "database_backup"]
+    assert backup.last_run_success is True
+    assert backup.last_error == "bad\\xff"
+    assert [(beat.scheduler, beat.host) for beat in snapshot.heartbeats] == [("s1", "host\\xff")]
 
 
 def test_oversized_rows_are_never_fetched(

@@ -7,6 +7,10 @@ holding a lock or a transaction the scheduler could trip over:
   writable through SQLAlchemy), in autocommit, with no pooled connection: each poll opens, runs one
   short SELECT, and closes. A lingering read transaction makes APScheduler's UPDATE fail with
   "database is locked", after which an AsyncIOScheduler stops running jobs for good.
+* SQLite keeps whatever bytes an app wrote in a text column, and its driver fails the whole
+  read at the first value that is not valid UTF-8: one such history or heartbeat row would stop
+  every poll of that table. Text is read leniently instead (invalid bytes become ``\\xNN``
+  escapes, as in job ids), so a bad row costs only its own text.
 * PostgreSQL and MySQL/MariaDB sessions are read-only with a statement timeout, so a slow or
   locked table costs one failed poll, never a pile-up of sessions.
 
@@ -15,6 +19,7 @@ Every error leaves this module as one line with the password scrubbed out.
 
 from __future__ import annotations
 
+import functools
 import urllib.parse
 from typing import Any
 
@@ -36,12 +41,14 @@ def reader_engine(url: sa.URL, statement_timeout: float) -> sa.Engine:
     backend = url.get_backend_name()
     if backend == "sqlite":
         # The busy timeout only matters in rollback-journal mode, while a writer commits.
-        return sa.create_engine(
+        engine = sa.create_engine(
             sqlite_readonly_url(url),
             poolclass=NullPool,
             isolation_level="AUTOCOMMIT",
             connect_args={"timeout": min(statement_timeout, 2.0)},
         )
+        sa.event.listen(engine, "connect", _lenient_text)
+        return engine
     connect_timeout = max(1, int(statement_timeout))
     options: dict[str, Any] = {
         "isolation_level": "AUTOCOMMIT",
@@ -74,6 +81,16 @@ def reader_engine(url: sa.URL, statement_timeout: float) -> sa.Engine:
         sa.event.listen(engine, "connect", _mysql_session_setup(statement_timeout))
         return engine
     return sa.create_engine(url, **options)
+
+
+LENIENT_TEXT = functools.partial(str, encoding="utf-8", errors="backslashreplace")
+"""SQLite's text as str, invalid UTF-8 shown as ``\\xNN`` escapes (a C call per value, no
+Python frame): the same text ``text.decode_id`` makes of an invalid job id, so a history row
+still names the job it belongs to."""
+
+
+def _lenient_text(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.text_factory = LENIENT_TEXT
 
 
 def _mysql_session_setup(statement_timeout: float) -> Any:
