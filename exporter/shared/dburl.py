@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -176,6 +177,11 @@ def display_url(url: sa.URL) -> str:
     if masked != dict(url.query):
         url = url.set(query=masked)
     return url.render_as_string(hide_password=True)
+
+
+def secret_query(url: sa.URL) -> dict[str, Any]:
+    """The URL's query parameters whose values are credentials (``sslpassword``...), by key."""
+    return {key: value for key, value in url.query.items() if _SECRET_KEY.search(key)}
 
 
 def url_secrets(url: sa.URL) -> tuple[str, ...]:

@@ -195,6 +195,39 @@ def test_where_the_job_finds_the_password_at_run_time(mariadb_user, tmp_path: Pa
         run_backup(**job.kwargs)
 
 
+def test_credentials_in_the_url_query_stay_out_of_the_job_store(
+    pg_db: Database, tmp_path: Path, monkeypatch
+):
+    """libpq takes ``?sslpassword=`` (the passphrase of a client key): like the password, it is
+    kept in the registering process, never in the job's kwargs that APScheduler persists."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    secret = f"Pass-{uuid.uuid4().hex}"
+    url = (
+        sa.make_url(pg_db.url)
+        .update_query_dict({"sslmode": "disable", "sslpassword": secret})
+        .render_as_string(hide_password=False)
+    )
+    run = run_backup_job(pg_db, tmp_path / "backups", database_url=url)
+    assert [r["status"] for r in run.rows] == ["success"], run.rows
+    engine = sa.create_engine(pg_db.url)
+    with engine.connect() as conn:
+        state = conn.execute(
+            sa.text("SELECT job_state FROM apscheduler_jobs WHERE id = 'database_backup'")
+        ).scalar_one()
+    engine.dispose()
+    assert secret.encode() not in bytes(state)
+
+    job = register_backup_job(BackgroundScheduler(), database_url=url, backup_dir=tmp_path)
+    assert secret not in repr(job.kwargs)
+    assert "sslmode=disable" in job.kwargs["database_url"]
+    assert job.kwargs["url_secrets_in_process"] is True
+    monkeypatch.setattr(kit_backup.job, "_process_url_secrets", {})  # another process
+    with pytest.raises(BackupError, match="not known to this process"):
+        kit_backup.run_backup(**job.kwargs)
+    monkeypatch.setenv("DATABASE_URL", url)  # ... unless DATABASE_URL names the same database
+    assert kit_backup.run_backup(**{**job.kwargs, "backup_dir": str(tmp_path / "again")})
+
+
 # --- create_scheduler(backup=...) --------------------------------------------------------------
 
 

@@ -1,5 +1,7 @@
 """The scheduled job: `register_backup_job`, `run_backup` (what the job store names), its schedule
-in words, and the password the job reads at run time rather than storing it.
+in words, and the credentials the job reads at run time rather than storing them: the password,
+and credentials in the URL's query (`?sslpassword=`...), which APScheduler would otherwise
+persist, in clear, in the job's row.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from apscheduler.job import Job
@@ -33,19 +35,26 @@ from exporter.kit.backup.model import (
 )
 from exporter.kit.backup.take import backup_database
 from exporter.kit.engine import describe_url, normalize_url
+from exporter.shared.dburl import secret_query
 
 log = logging.getLogger("exporter.kit.backup")
+_T = TypeVar("_T")
 
 _passwords_lock = threading.Lock()
 _process_passwords: dict[str, str] = {}
 """Passwords `register_backup_job()` kept in this process, by the job's password-less URL."""
+_process_url_secrets: dict[str, dict[str, Any]] = {}
+"""Credentials from URL queries (`sslpassword`...) kept in this process, by the same URL."""
 
 
 def _public_url(url: sa.URL) -> str:
-    """The URL without its password, as text (`URL.set(password=None)` would keep it)."""
+    """The URL without its password and without credentials in its query, as text
+    (`URL.set(password=None)` would keep the password)."""
     url = normalize_url(url)
     bare = sa.URL.create(url.drivername, url.username, None, url.host, url.port, url.database)
-    return bare.update_query_dict(dict(url.query)).render_as_string(hide_password=False)
+    secrets = secret_query(url)
+    query = {key: value for key, value in url.query.items() if key not in secrets}
+    return bare.update_query_dict(query).render_as_string(hide_password=False)
 
 
 def run_backup(
@@ -58,6 +67,7 @@ def run_backup(
     password_file: str | None = None,
     password_in_process: bool = False,
     timeout: float = 3600.0,
+    url_secrets_in_process: bool = False,
 ) -> str:
     """The `database_backup` job: `backup_database()` with the password looked up at run time.
 
@@ -68,6 +78,8 @@ def run_backup(
         password = _job_password(url, password_env, password_file, password_in_process)
         if password is not None:
             url = url.set(password=password)
+        if url_secrets_in_process:
+            url = url.update_query_dict(_job_url_secrets(url))
         result = backup_database(
             url, backup_dir, keep=keep, max_age_days=max_age_days, timeout=timeout
         )
@@ -97,21 +109,44 @@ def _job_password(
         return value
     if not in_process:
         return None
+    known = _kept(url, _process_passwords, lambda parsed: parsed.password and str(parsed.password))
+    if known:
+        return known
+    raise BackupError(
+        "the database password is not known to this process: call register_backup_job() (or "
+        "create_scheduler(backup=...)) at startup in every process that runs the scheduler, or "
+        "pass password_env= or password_file="
+    )
+
+
+def _kept(url: sa.URL, kept: Mapping[str, _T], of: Callable[[sa.URL], _T | None]) -> _T | None:
+    """What this process kept for the job's URL at registration, else what ``of`` finds in
+    ``DATABASE_URL`` when that names the same database."""
     key = _public_url(url)
     with _passwords_lock:
-        known = _process_passwords.get(key)
+        known = kept.get(key)
     if known is not None:
         return known
     fallback = os.environ.get("DATABASE_URL")
     if fallback:
         with contextlib.suppress(ValueError):
             parsed = normalize_url(fallback)
-            if parsed.password and _public_url(parsed) == key:
-                return str(parsed.password)
+            found = of(parsed)
+            if found and _public_url(parsed) == key:
+                return found
+    return None
+
+
+def _job_url_secrets(url: sa.URL) -> dict[str, Any]:
+    """The credentials the URL's query had at registration (kept in this process), or those of
+    ``DATABASE_URL`` when it names the same database."""
+    known = _kept(url, _process_url_secrets, secret_query)
+    if known:
+        return known
     raise BackupError(
-        "the database password is not known to this process: call register_backup_job() (or "
-        "create_scheduler(backup=...)) at startup in every process that runs the scheduler, or "
-        "pass password_env= or password_file="
+        "the credentials in the database URL's query (such as sslpassword) are not known to "
+        "this process: call register_backup_job() (or create_scheduler(backup=...)) at startup "
+        "in every process that runs the scheduler"
     )
 
 
@@ -141,10 +176,11 @@ def register_backup_job(
     referring to `exporter.kit.backup:run_backup` by name. Its kwargs hold the URL without its
     password; the password comes at run time from `password_file`, else the environment
     variable `password_env`, else this process's memory (kept here by this call, so call it at
-    every start, as apps re-register their jobs anyway). `misfire_grace_time=None` means a late
-    run still happens (once, coalesced). With `catch_up`, a run the job store shows as missed
-    (its next run time passed while no scheduler ran) happens right away instead of being
-    skipped by the re-registration.
+    every start, as apps re-register their jobs anyway). Credentials in the URL's query
+    (`?sslpassword=`...) are likewise left out of the kwargs and kept in this process's memory.
+    `misfire_grace_time=None` means a late run still happens (once, coalesced). With
+    `catch_up`, a run the job store shows as missed (its next run time passed while no
+    scheduler ran) happens right away instead of being skipped by the re-registration.
 
     `hour` and `minute` take whatever APScheduler's cron fields take (`2`, `"*"`, `"*/5"`,
     `"1,13"`...). `every` (seconds) replaces the daily cron with an interval, for demos and
@@ -172,6 +208,10 @@ def register_backup_job(
         assert password is not None
         with _passwords_lock:
             _process_passwords[public] = password
+    url_secrets = secret_query(url)
+    if url_secrets:
+        with _passwords_lock:
+            _process_url_secrets[public] = url_secrets
     kwargs: dict[str, Any] = {
         "database_url": public,
         "backup_dir": os.path.abspath(os.fspath(backup_dir)),
@@ -182,6 +222,8 @@ def register_backup_job(
         "password_in_process": in_process,
         "timeout": float(timeout),
     }
+    if url_secrets:  # only then: the kwargs of a job without them stay as they always were
+        kwargs["url_secrets_in_process"] = True
     extra: dict[str, Any] = {}
     if catch_up and _missed_run(scheduler, jobstore, job_id):
         extra["next_run_time"] = datetime.now(UTC)
@@ -199,13 +241,16 @@ def register_backup_job(
         misfire_grace_time=misfire_grace_time,
         **extra,
     )
+    kept = [
+        what for what, held in (("password", in_process), ("URL credentials", url_secrets)) if held
+    ]
     log.info(
         "database backup of %s to %s %s, keeping %d%s",
         describe_url(url),
         kwargs["backup_dir"],
         describe_schedule(hour, minute, every, timezone),
         keep,
-        " (password kept in this process only)" if in_process else "",
+        f" ({' and '.join(kept)} kept in this process only)" if kept else "",
     )
     return job
 
