@@ -4,6 +4,7 @@ them, even under a low open-file limit, never locks a scrape out. Plain HTTP and
 from __future__ import annotations
 
 import http.client
+import re
 import resource
 import socket
 import ssl
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pages_support import many_jobs
 from pki import Pki, make_pki
 from stores import write_jobs
 from support import Database, free_port, stop
@@ -156,6 +158,51 @@ def test_silent_slow_and_idle_connections_are_closed(
             assert idle.recv(4096).startswith(b"HTTP/1.1 200")
             assert closed_by_peer(idle), "an idle kept-alive connection stayed open"
         assert exporter.get("/metrics") == 200
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_client_that_stops_reading_its_response_is_cut_off(
+    mode: str, sqlite_db: Database, tmp_path: Path, pki: Pki
+) -> None:
+    """A scrape that asks for a body of megabytes and never reads it loses its connection after
+    the idle timeout; before, it held a slot of the cap for as long as it liked."""
+    many_jobs(sqlite_db.url, 10_000)  # a plain body of several MB: more than socket buffers hold
+    flags = ("--web-idle-timeout", "1")
+    with serving(sqlite_db, tmp_path, pki if mode == "tls" else None, *flags) as exporter:
+        deadline = time.monotonic() + 30
+        while exporter.get("/readyz") != 200:  # the first poll has read the 10k jobs
+            assert time.monotonic() < deadline, exporter.output
+            time.sleep(0.1)
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that takes little
+        raw.settimeout(10)
+        raw.connect(("127.0.0.1", exporter.port))
+        sock = (
+            raw
+            if exporter.client is None
+            else exporter.client.wrap_socket(raw, server_hostname="localhost")
+        )
+        with sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            first = sock.recv(4096)
+            head, _, body = first.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            time.sleep(4)  # reads nothing: past the idle timeout and the next sweep
+            received, ended = len(body), False
+            sock.settimeout(5)
+            try:
+                while chunk := sock.recv(1 << 16):
+                    received += len(chunk)
+                ended = True  # end of file
+            except TimeoutError:
+                pass  # still open
+            except OSError:
+                ended = True  # reset, or a TLS connection cut without close_notify
+        assert length > 4_500_000  # more than the kernel's send buffer takes (4 MiB at most)
+        assert ended and received < length, (received, length)
+        assert exporter.get("/metrics") == 200
+    assert "took nothing of its response" in exporter.output
 
 
 @pytest.mark.parametrize("mode", MODES)

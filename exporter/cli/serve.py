@@ -101,7 +101,8 @@ def serve(
         typer.Option(
             "--web-idle-timeout",
             metavar="SECONDS",
-            help="Close a kept-alive connection idle this long (default 60).",
+            help="Close a kept-alive connection idle this long, or one whose client stopped "
+            "reading its response (default 60).",
             show_default=False,
         ),
     ] = None,

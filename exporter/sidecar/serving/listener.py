@@ -8,7 +8,11 @@ and is always in one of three states:
 
 - ``waiting``: from accept (TLS handshake included), or from the first byte of a next request on a
   kept-alive connection, the request headers must arrive within ``header_timeout``;
-- ``busy``: a request is being handled (:meth:`Connections.middleware` says so); never timed out;
+- ``busy``: a request is being handled (:meth:`Connections.middleware` says so); not timed out
+  while the response moves, but closed once its client has taken nothing of it for
+  ``idle_timeout`` (the transport's buffer stayed full: asyncio's ``pause_writing``). Otherwise
+  a client that asks for a body of megabytes and never reads it held its connection for good,
+  and enough of them filled the cap with connections that can never be closed to make room;
 - ``idle``: between requests on a kept-alive connection; closed after ``idle_timeout``.
 
 A state change only notes the time; one sweep, every quarter of the shorter timeout (at most once a
@@ -110,6 +114,7 @@ class Connections:
         self._open: dict[_Connection, None] = {}  # in accept order
         self._by_handler: dict[asyncio.BaseProtocol, _Connection] = {}
         self._warned_at = -math.inf
+        self._stalled_warned_at = -math.inf
         shorter = min(limits.header_timeout, limits.idle_timeout)
         self.sweep_every = min(_SWEEP_MAX, max(_SWEEP_MIN, shorter / 4))
         self._sweeper: asyncio.TimerHandle | None = None
@@ -149,7 +154,8 @@ class Connections:
 
     def _sweep(self) -> None:
         """Close every connection that has waited for its headers longer than
-        ``header_timeout`` or idled longer than ``idle_timeout``; again while any is open."""
+        ``header_timeout``, idled longer than ``idle_timeout``, or whose client has taken
+        nothing of its response for ``idle_timeout``; again while any is open."""
         self._sweeper = None
         if not self._open:
             return
@@ -159,6 +165,10 @@ class Connections:
         for connection in list(self._open):
             state = connection.state
             if state == BUSY:
+                stalled = connection.stalled_since
+                if stalled is not None and now - stalled >= idle:
+                    self._stalled_warning(now)
+                    connection.close()
                 continue
             if now - connection.since >= (header if state == WAITING else idle):
                 connection.close()
@@ -185,6 +195,16 @@ class Connections:
                 "clients need more, or find the client that holds connections open",
                 len(self._open),
                 what,
+            )
+
+    def _stalled_warning(self, now: float) -> None:
+        if now - self._stalled_warned_at >= _WARN_EVERY:
+            self._stalled_warned_at = now
+            log.warning(
+                "closed a connection whose client took nothing of its response for %g s "
+                "(web_idle_timeout); a scraper that slow, or one that stopped reading, would "
+                "otherwise hold its connection for good",
+                self.limits.idle_timeout,
             )
 
     def attached(self, connection: _Connection, handler: asyncio.BaseProtocol) -> None:
@@ -223,6 +243,7 @@ class _Connection(asyncio.Protocol):
         self._handshake: asyncio.Task[None] | None = None
         self._bytes_while_busy = False
         self._closed = False
+        self.stalled_since: float | None = None  # the transport's buffer full since then
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -259,10 +280,12 @@ class _Connection(asyncio.Protocol):
             self.handler.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        self.stalled_since = self.loop.time()
         if self.handler is not None:
             self.handler.pause_writing()
 
     def resume_writing(self) -> None:
+        self.stalled_since = None
         if self.handler is not None:
             self.handler.resume_writing()
 
