@@ -115,6 +115,17 @@ def mariadb_user(mariadb_db: Database):
         admin.dispose()
 
 
+def stored_job_state(url: str) -> bytes:
+    """The backup job's row as APScheduler persisted it."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        state = conn.execute(
+            sa.text("SELECT job_state FROM apscheduler_jobs WHERE id = 'database_backup'")
+        ).scalar_one()
+    engine.dispose()
+    return bytes(state)
+
+
 def spy_subprocess(monkeypatch) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
     real = subprocess.run
@@ -140,12 +151,7 @@ def test_the_password_stays_out_of_the_job_store_and_argv(
     assert not any(password in arg for arg in dump["argv"])
     assert dump["env"]["MYSQL_PWD"] == password
     # The row APScheduler persisted holds no password.
-    engine = sa.create_engine(mariadb_db.url)
-    with engine.connect() as conn:
-        state = conn.execute(
-            sa.text("SELECT job_state FROM apscheduler_jobs WHERE id = 'database_backup'")
-        ).scalar_one()
-    engine.dispose()
+    state = stored_job_state(mariadb_db.url)
     assert password.encode() not in bytes(state)
     assert b"password_in_process" in bytes(state)
     assert password not in " ".join(str(r["error_message"]) for r in run.rows)
@@ -209,12 +215,7 @@ def test_credentials_in_the_url_query_stay_out_of_the_job_store(
     )
     run = run_backup_job(pg_db, tmp_path / "backups", database_url=url)
     assert [r["status"] for r in run.rows] == ["success"], run.rows
-    engine = sa.create_engine(pg_db.url)
-    with engine.connect() as conn:
-        state = conn.execute(
-            sa.text("SELECT job_state FROM apscheduler_jobs WHERE id = 'database_backup'")
-        ).scalar_one()
-    engine.dispose()
+    state = stored_job_state(pg_db.url)
     assert secret.encode() not in bytes(state)
 
     job = register_backup_job(BackgroundScheduler(), database_url=url, backup_dir=tmp_path)
