@@ -8,9 +8,13 @@ APScheduler; the statements the sidecar sends are observed on its own engine.
 
 from __future__ import annotations
 
+import os
+import sqlite3
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
-from stores import write_jobs
+from stores import SEED_JOBS, write_jobs
 from support import Database
 
 from exporter.sidecar.config import load_config
@@ -75,4 +79,69 @@ def test_steady_polls_read_digests_and_changed_rows_only(any_db: Database) -> No
     by_id = {job.id: job for job in third.jobs}
     assert by_id["report_gen"].paused and paused["report_gen"] is None
     assert by_id["cleanup_temp"] is {job.id: job for job in second.jobs}["cleanup_temp"]
+    poller.close()
+
+
+def job_selects(statements: Statements) -> int:
+    """How many of the statements seen so far read the job table."""
+    return sum("apscheduler_jobs" in statement for statement, _params in statements.take())
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_a_steady_sqlite_poll_skips_the_select_until_a_commit(
+    sqlite_db: Database, journal: str
+) -> None:
+    """SQLite counts commits (``PRAGMA data_version``): with nothing written since the last
+    read, a poll does not read the job table at all; any commit, a real scheduler's or another
+    table's, makes the next poll read it again. The connection kept for the count holds no
+    lock: a writer that will not wait commits between polls."""
+    write_jobs(sqlite_db.url)
+    path = sqlite_db.url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as setup:
+        setup.execute(f"PRAGMA journal_mode={journal}")
+    poller = StorePoller(load_config(db_url=sqlite_db.url).stores[0], with_history=False)
+    statements = Statements(poller.engine)
+    first = poller.poll()
+    assert job_selects(statements) >= 1
+    second = poller.poll()
+    assert job_selects(statements) == 0, "nothing was committed: the job table is not read"
+    assert second.jobs == first.jobs and second.sources["jobs"].ok
+
+    impatient = sqlite3.connect(path, timeout=0, isolation_level=None)
+    impatient.execute("BEGIN EXCLUSIVE")  # fails at once if any reader held a lock
+    impatient.execute("CREATE TABLE unrelated (x)")
+    impatient.execute("COMMIT")
+    impatient.close()
+    poller.poll()
+    assert job_selects(statements) >= 1, "a commit elsewhere in the file: read again"
+    poller.poll()
+    assert job_selects(statements) == 0
+
+    write_jobs(sqlite_db.url, jobs=[], pause=("report_gen",))
+    third = poller.poll()
+    assert job_selects(statements) >= 1
+    assert {job.id: job.paused for job in third.jobs}["report_gen"]
+    poller.close()
+
+
+def test_a_sqlite_file_replaced_under_its_path_is_read_again(sqlite_db: Database) -> None:
+    """A restore that moves another file into place: the count of the old file's connection
+    would show no commit, but the poll reads the new file, and keeps noticing its commits."""
+    write_jobs(sqlite_db.url)
+    poller = StorePoller(load_config(db_url=sqlite_db.url).stores[0], with_history=False)
+    assert len(poller.poll().jobs) == len(SEED_JOBS)
+    path = Path(sqlite_db.url.removeprefix("sqlite:///"))
+    restored = path.with_name("restored.sqlite")
+    write_jobs(f"sqlite:///{restored}", jobs=SEED_JOBS[:1])
+    os.replace(restored, path)
+    assert [job.id for job in poller.poll().jobs] == ["database_backup"]
+    assert [job.id for job in poller.poll().jobs] == ["database_backup"]
+
+    # A commit that leaves the file's size and time as they were (a coarse clock does that):
+    # only the new file's own commit count can tell.
+    before = path.stat()
+    write_jobs(sqlite_db.url, jobs=[], pause=("database_backup",))
+    assert path.stat().st_size == before.st_size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert [job.paused for job in poller.poll().jobs] == [True]
     poller.close()

@@ -4,9 +4,11 @@ APScheduler keeps the job store in the app's own database, so the sidecar must r
 holding a lock or a transaction the scheduler could trip over:
 
 * SQLite is opened through ``file:...?mode=ro&uri=true`` (a plain ``?mode=ro`` is silently
-  writable through SQLAlchemy), in autocommit, with no pooled connection: each poll opens, runs one
-  short SELECT, and closes. A lingering read transaction makes APScheduler's UPDATE fail with
-  "database is locked", after which an AsyncIOScheduler stops running jobs for good.
+  writable through SQLAlchemy), in autocommit, with no pooled connection: each poll opens, runs
+  short SELECTs, and closes. A lingering read transaction makes APScheduler's UPDATE fail with
+  "database is locked", after which an AsyncIOScheduler stops running jobs for good. (The one
+  connection kept between polls only asks SQLite's commit count, in autocommit, and is never
+  left inside a transaction: ``sources/store_version.py``.)
 * SQLite keeps whatever bytes an app wrote in a text column, and its driver fails the whole
   read at the first value that is not valid UTF-8: one such history or heartbeat row would stop
   every poll of that table. Text is read leniently instead (invalid bytes become ``\\xNN``

@@ -100,7 +100,7 @@ class StorePoller:
         self.store = store
         self.clock = clock
         self.engine = engine or reader_engine(store.url, store.statement_timeout)
-        jobs = JobStoreSource(store)
+        jobs = self._jobs = JobStoreSource(store)
         self.readers: dict[str, Reader] = {"jobs": self._read_jobs(jobs, selector)}
         if with_history:
             history = HistorySource(store)
@@ -368,4 +368,5 @@ class StorePoller:
 
     def close(self) -> None:
         self._thread.shutdown(wait=False)  # a poll stuck on a black hole ends on its own
+        self._jobs.close()
         self.engine.dispose()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import operator
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Hashable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,6 +29,7 @@ from exporter.sidecar.snapshot import JobView
 from exporter.sidecar.sources.job_entries import CachedRow, RowDecoder
 from exporter.sidecar.sources.job_fire_times import FIRE_TIME_BUDGET, FireTimes
 from exporter.sidecar.sources.job_select import JobTable, Row
+from exporter.sidecar.sources.store_version import DataVersion, data_version
 from exporter.sidecar.text import decode_id
 
 
@@ -54,6 +55,8 @@ class JobStoreSource:
         self.table = self._table.table
         self._forget()
         self._decoder = RowDecoder(store)
+        self._version: DataVersion | None = None
+        self._versioned = False  # whether the version was asked for (only SQLite has one)
 
     def _forget(self) -> None:
         """Start from nothing (a first poll, or after a read that failed half-way)."""
@@ -62,22 +65,39 @@ class JobStoreSource:
         self._position: dict[str, int] = {}  # job id -> its index in self._last.jobs
         self._last = JobsRead((), 0)
         self._fire = FireTimes(self.store)
+        self._read_at: Hashable | None = None  # the database's version at the last full read
 
     def read(self, connection: sa.Connection, now: float | None = None) -> JobsRead:
-        """Run the SELECT, decode what changed, and describe every job."""
-        rows = self._table.select(connection)
+        """Run the SELECT, decode what changed, and describe every job.
+
+        On SQLite the SELECT itself is skipped when no commit reached the database since the
+        last full read and no fire time is due: the result would be the last one."""
         now = time.time() if now is None else now
+        if not self._versioned:
+            self._version, self._versioned = data_version(connection), True
+        version = self._version.current() if self._version is not None else None
+        if version is not None and version == self._read_at and not self._fire.any_due(now):
+            return self._last
+        self._read_at = None  # until this read succeeds
+        rows = self._table.select(connection)
         fresh = _fresh(rows, self._rows)
         if not fresh and len(rows) == len(self._rows) and not self._fire.any_due(now):
-            self._rows = rows
+            self._rows, self._read_at = rows, version
             return self._last  # nothing changed and no fire time is due: the same objects
         try:
-            return self._update(connection, rows, fresh, now)
+            read = self._update(connection, rows, fresh, now)
+            self._read_at = version
+            return read
         except BaseException:
             # Entries may be half-updated: compare every row again next time (their decoded
             # state is kept), and rebuild the list of jobs from them.
             self._rows, self._position = [], {}
             raise
+
+    def close(self) -> None:
+        """Let go of the connection kept for the database's version (the poller stops)."""
+        if self._version is not None:
+            self._version.close()
 
     def _update(
         self, connection: sa.Connection, rows: list[Row], fresh: Collection[Row], now: float
