@@ -145,3 +145,86 @@ def test_a_sqlite_file_replaced_under_its_path_is_read_again(sqlite_db: Database
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert [job.paused for job in poller.poll().jobs] == [True]
     poller.close()
+
+
+def row_selects(statements: Statements) -> int:
+    """How many of the statements seen so far fetched the job table's rows (the SELECT of ids,
+    fire times and digests, or bytes by id), as opposed to its one-row fingerprint."""
+    return sum(
+        "apscheduler_jobs" in statement and "COUNT(" not in statement.upper()
+        for statement, _params in statements.take()
+    )
+
+
+def settle(poller: StorePoller, statements: Statements) -> None:
+    """Poll until a poll fetches no row (the store is known to be steady)."""
+    for _ in range(3):
+        statements.take()
+        poller.poll()
+        if row_selects(statements) == 0:
+            return
+    raise AssertionError("three polls of an unchanged store each fetched its rows")
+
+
+def test_a_steady_server_store_sends_one_row_until_a_row_changes(any_db: Database) -> None:
+    """On PostgreSQL and MariaDB, while the store stays the same, a poll asks the server for
+    one row that changes whenever any row does (PostgreSQL's row versions; MariaDB's digests)
+    instead of every row; a job paused by a real scheduler, a fire time moved by hand (even
+    rewritten to the same value), a job removed and one added each show at the next poll."""
+    write_jobs(any_db.url)
+    poller = StorePoller(load_config(db_url=any_db.url).stores[0], with_history=False)
+    statements = Statements(poller.engine)
+    first = poller.poll()
+    for _ in range(3):
+        assert poller.poll().jobs == first.jobs
+    statements.take()
+    assert poller.poll().jobs == first.jobs
+    assert row_selects(statements) == 0, "a steady poll does not fetch every row"
+
+    write_jobs(any_db.url, jobs=[], pause=("report_gen",))
+    assert {job.id: job.paused for job in poller.poll().jobs}["report_gen"]
+    assert row_selects(statements) >= 1
+
+    engine = sa.create_engine(any_db.url)
+    before = {job.id: job.next_run_time for job in poller.poll().jobs}["cleanup_temp"]
+    assert before is not None
+    for moved in (before + 0.25, before + 0.25):  # the same value again: a write all the same
+        settle(poller, statements)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE apscheduler_jobs SET next_run_time = :t WHERE id = 'cleanup_temp'"),
+                {"t": moved},
+            )
+        by_id = {job.id: job for job in poller.poll().jobs}
+        assert by_id["cleanup_temp"].next_run_time == pytest.approx(moved, abs=1e-6)
+    engine.dispose()
+
+    settle(poller, statements)
+    write_jobs(any_db.url, jobs=[], remove=("cleanup_temp",))
+    assert sorted(job.id for job in poller.poll().jobs) == ["database_backup", "report_gen"]
+    settle(poller, statements)
+    write_jobs(any_db.url, jobs=[{**SEED_JOBS[1], "id": "cleanup_again"}])
+    ids = sorted(job.id for job in poller.poll().jobs)
+    assert ids == ["cleanup_again", "database_backup", "report_gen"]
+    poller.close()
+
+
+def test_a_job_table_that_is_a_view_is_read_without_a_fingerprint(pg_db: Database) -> None:
+    """A view has no row versions, so PostgreSQL refuses the fingerprint: the poll falls back
+    to the SELECT and reports nothing wrong, and never asks again (each refusal is an ERROR in
+    the server's log)."""
+    write_jobs(pg_db.url)
+    engine = sa.create_engine(pg_db.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE VIEW jobs_view AS SELECT * FROM apscheduler_jobs"))
+    engine.dispose()
+    config = load_config(db_url=pg_db.url, jobs_table="jobs_view")
+    poller = StorePoller(config.stores[0], with_history=False)
+    statements = Statements(poller.engine)
+    for _ in range(6):
+        snapshot = poller.poll()
+        assert snapshot.sources["jobs"].ok and len(snapshot.jobs) == len(SEED_JOBS)
+    assert sum("xmin" in statement for statement, _params in statements.take()) == 1
+    write_jobs(pg_db.url, jobs=[], pause=("report_gen",))
+    assert {job.id: job.paused for job in poller.poll().jobs}["report_gen"]
+    poller.close()

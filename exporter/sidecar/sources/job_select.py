@@ -50,6 +50,7 @@ class JobTable:
             ],
         )
         self._queries: dict[str, str] = {}
+        self._fingerprints: dict[str, str] = {}
 
     def select(self, connection: sa.Connection) -> list[Row]:
         """The rows as the driver's plain tuples, fetched whole before any Python work on them
@@ -74,6 +75,24 @@ class JobTable:
             raise sa.exc.DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
         finally:
             result.close()
+
+    def fingerprint(self, connection: sa.Connection) -> tuple[Any, ...] | None:
+        """The whole table as one row, computed by the server: the number of rows and a digest
+        of every row's version (PostgreSQL's ``xmin``; on MySQL/MariaDB the id, exact fire
+        time and the SELECT's change signal). It changes whenever the SELECT's rows would; asked
+        instead of the SELECT while a store stays the same, it spares the sidecar every row of a
+        steady poll. None where there is none (SQLite has its commit count instead)."""
+        dialect = connection.dialect
+        sql = self._fingerprints.get(dialect.name)
+        if sql is None:
+            table = dialect.identifier_preparer.format_table(self.table)
+            template = _FINGERPRINTS.get(dialect.name)
+            if template is None:
+                return None
+            sql = self._fingerprints[dialect.name] = template.format(
+                table=table, limit=MAX_JOB_STATE_BYTES
+            )
+        return tuple(connection.exec_driver_sql(sql).one())
 
     def _query_for(self, dialect: str) -> sa.Select[Any]:
         """The SELECT: id, next run time, the length of ``job_state`` and a digest of it.
@@ -164,3 +183,26 @@ class JobTable:
                 (raw, bytes(value)) for raw, value in connection.execute(query) if value is not None
             )
         return states
+
+
+_FINGERPRINTS = {
+    # PostgreSQL writes every UPDATE as a new row version stamped with its transaction (xmin):
+    # ids and xmins change whenever a row does, and the server need not read job_state at all.
+    # Joined in id order with the id's length as a separator, so two tables never give the
+    # same text. (A VACUUM that freezes rows may change what xmin shows: one extra full read.)
+    "postgresql": (
+        "SELECT count(*), md5(string_agg(length(id) || ':' || id || ':' || xmin::text, '/' "
+        "ORDER BY id)) FROM {table}"
+    ),
+    # No string_agg without a length cap: each row's md5, XORed in two 64-bit halves (rows are
+    # distinct by their id, so none cancels another). A double's text is its shortest exact form.
+    "mysql": (
+        "SELECT COUNT(*), "
+        "BIT_XOR(CAST(CONV(SUBSTRING(h, 1, 16), 16, 10) AS UNSIGNED)), "
+        "BIT_XOR(CAST(CONV(SUBSTRING(h, 17, 16), 16, 10) AS UNSIGNED)) "
+        "FROM (SELECT MD5(CONCAT_WS(':', LENGTH(id), id, COALESCE(CONCAT(next_run_time), '-'), "
+        "COALESCE(CASE WHEN LENGTH(job_state) <= {limit} THEN MD5(job_state) "
+        "ELSE CONCAT('L', LENGTH(job_state)) END, '-'))) AS h FROM {table}) AS digests"
+    ),
+}
+_FINGERPRINTS["mariadb"] = _FINGERPRINTS["mysql"]

@@ -57,6 +57,7 @@ class JobStoreSource:
         self._decoder = RowDecoder(store)
         self._version: DataVersion | None = None
         self._versioned = False  # whether the version was asked for (only SQLite has one)
+        self._fingerprints = True  # whether the server computes the table's fingerprint
 
     def _forget(self) -> None:
         """Start from nothing (a first poll, or after a read that failed half-way)."""
@@ -66,22 +67,22 @@ class JobStoreSource:
         self._last = JobsRead((), 0)
         self._fire = FireTimes(self.store)
         self._read_at: Hashable | None = None  # the database's version at the last full read
+        self._steady = False  # whether the last SELECT found every row as it was
 
     def read(self, connection: sa.Connection, now: float | None = None) -> JobsRead:
         """Run the SELECT, decode what changed, and describe every job.
 
-        On SQLite the SELECT itself is skipped when no commit reached the database since the
-        last full read and no fire time is due: the result would be the last one."""
+        The SELECT itself is skipped when the table's version (:meth:`_version_of`) is the one
+        of the last full read and no fire time is due: the result would be the last one."""
         now = time.time() if now is None else now
-        if not self._versioned:
-            self._version, self._versioned = data_version(connection), True
-        version = self._version.current() if self._version is not None else None
+        version = self._version_of(connection)
         if version is not None and version == self._read_at and not self._fire.any_due(now):
             return self._last
         self._read_at = None  # until this read succeeds
         rows = self._table.select(connection)
         fresh = _fresh(rows, self._rows)
-        if not fresh and len(rows) == len(self._rows) and not self._fire.any_due(now):
+        self._steady = not fresh and len(rows) == len(self._rows)
+        if self._steady and not self._fire.any_due(now):
             self._rows, self._read_at = rows, version
             return self._last  # nothing changed and no fire time is due: the same objects
         try:
@@ -93,6 +94,30 @@ class JobStoreSource:
             # state is kept), and rebuild the list of jobs from them.
             self._rows, self._position = [], {}
             raise
+
+    def _version_of(self, connection: sa.Connection) -> Hashable | None:
+        """A value that changes whenever the table may have, asked before the SELECT (a write
+        in between shows at the next poll), or None when the SELECT must run anyway.
+
+        SQLite: its commit count, on a connection kept for it. PostgreSQL and MySQL/MariaDB: a
+        fingerprint of the table, one row computed by the server, asked only while the store
+        stays the same (the last SELECT found nothing new): a store that changes between every
+        two polls would pay it beside the SELECT each time."""
+        if not self._versioned:
+            self._version, self._versioned = data_version(connection), True
+        if self._version is not None:
+            return self._version.current()
+        if not self._steady or not self._fingerprints:
+            return None
+        try:
+            return self._table.fingerprint(connection)
+        except sa.exc.ProgrammingError:
+            # Not a plain table (a view has no xmin), or a server without these functions:
+            # the SELECT alone from now on, which says what is wrong if anything is.
+            self._fingerprints = False
+        except sa.exc.DBAPIError:
+            pass  # a lost connection or a timeout: the SELECT runs next and reports it
+        return None
 
     def close(self) -> None:
         """Let go of the connection kept for the database's version (the poller stops)."""
