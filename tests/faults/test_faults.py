@@ -219,11 +219,13 @@ def test_disk_full_for_the_history_writer(tmp_path: Path) -> None:
         while recorder.stats().write_errors == 0:  # until the disk is full
             assert time.monotonic() < deadline, "the disk never filled up"
             time.sleep(0.1)
+        full_at = len(observed)
         time.sleep(1)  # runs go on while nothing can be written
         scheduler.pause()
         assert recorder.stats().pending > 0 and recorder.stats().dropped_rows == 0
-        during = len(observed)
-        assert during > 50, "the scheduler stopped running jobs while history could not be written"
+        # Up to 50 runs in that second; a loaded machine runs fewer, a stalled scheduler none.
+        during = len(observed) - full_at
+        assert during >= 10, "the scheduler stopped running jobs while history could not be written"
         subprocess.run([mount or "mount", "-o", "remount,size=16m", str(disk)], check=True)
         scheduler.shutdown(wait=True)  # flushes what the writer kept
         engine = sa.create_engine(url)
