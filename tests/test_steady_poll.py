@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from apscheduler.triggers.interval import IntervalTrigger
 from stores import SEED_JOBS, write_jobs
 from support import Database
 
@@ -227,4 +229,55 @@ def test_a_job_table_that_is_a_view_is_read_without_a_fingerprint(pg_db: Databas
     assert sum("xmin" in statement for statement, _params in statements.take()) == 1
     write_jobs(pg_db.url, jobs=[], pause=("report_gen",))
     assert {job.id: job.paused for job in poller.poll().jobs}["report_gen"]
+    poller.close()
+
+
+def test_a_steady_store_locked_past_the_timeout_fails_the_poll_and_recovers(
+    pg_db: Database,
+) -> None:
+    """The fingerprint waits on a locked table as the SELECT would: past the statement timeout
+    the poll fails, saying so, and the next poll after the lock is gone reads the store."""
+    write_jobs(pg_db.url)
+    poller = StorePoller(
+        load_config(db_url=pg_db.url, statement_timeout=1).stores[0], with_history=False
+    )
+    statements = Statements(poller.engine)
+    poller.poll()
+    settle(poller, statements)
+    locker = sa.create_engine(pg_db.url)
+    with locker.connect() as conn, conn.begin():
+        conn.execute(sa.text("LOCK TABLE apscheduler_jobs IN ACCESS EXCLUSIVE MODE"))
+        failed = poller.poll()
+        assert not failed.sources["jobs"].ok
+        assert "statement timeout" in (failed.sources["jobs"].error or "")
+    locker.dispose()
+    recovered = poller.poll()
+    assert recovered.sources["jobs"].ok and len(recovered.jobs) == len(SEED_JOBS)
+    poller.close()
+
+
+def test_fire_times_that_fall_due_in_an_unchanged_store_are_worked_out(any_db: Database) -> None:
+    """Time passes, the store does not change (its scheduler is stopped): the table is not
+    read again, yet each job's previous fire time follows the clock, as APScheduler's own
+    trigger computes it."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    trigger = IntervalTrigger(seconds=35, start_date=start)
+    write_jobs(any_db.url, jobs=[{"func": "sample_jobs:noop", "trigger": trigger, "id": "tick"}])
+    now = [start.timestamp() + 100.0]
+    poller = StorePoller(
+        load_config(db_url=any_db.url).stores[0], clock=lambda: now[0], with_history=False
+    )
+    statements = Statements(poller.engine)
+    poller.poll()
+    settle(poller, statements)
+    for later in (1_000.0, 5_000.0):
+        now[0] = start.timestamp() + later
+        (job,) = poller.poll().jobs
+        seen = statements.take()
+        assert not any(
+            "apscheduler_jobs" in sql and "WHERE" not in sql.upper() and "COUNT(" not in sql.upper()
+            for sql, _params in seen
+        ), "no SELECT of the whole table"
+        expected = start.timestamp() + (later // 35) * 35
+        assert job.previous_fire_time == pytest.approx(expected, abs=1e-6)
     poller.close()

@@ -73,18 +73,24 @@ class JobStoreSource:
         """Run the SELECT, decode what changed, and describe every job.
 
         The SELECT itself is skipped when the table's version (:meth:`_version_of`) is the one
-        of the last full read and no fire time is due: the result would be the last one."""
+        of the last full read: with no fire time due the result is the last one, and fire times
+        that fell due are worked out from the rows of that read."""
         now = time.time() if now is None else now
         version = self._version_of(connection)
-        if version is not None and version == self._read_at and not self._fire.any_due(now):
-            return self._last
-        self._read_at = None  # until this read succeeds
-        rows = self._table.select(connection)
-        fresh = _fresh(rows, self._rows)
-        self._steady = not fresh and len(rows) == len(self._rows)
-        if self._steady and not self._fire.any_due(now):
-            self._rows, self._read_at = rows, version
-            return self._last  # nothing changed and no fire time is due: the same objects
+        rows: list[Row]
+        fresh: Collection[Row]
+        if version is not None and version == self._read_at:
+            if not self._fire.any_due(now):
+                return self._last
+            rows, fresh = self._rows, ()  # the table is as it was: so are its rows
+        else:
+            self._read_at = None  # until this read succeeds
+            rows = self._table.select(connection)
+            fresh = _fresh(rows, self._rows)
+            self._steady = not fresh and len(rows) == len(self._rows)
+            if self._steady and not self._fire.any_due(now):
+                self._rows, self._read_at = rows, version
+                return self._last  # nothing changed and no fire time is due: the same objects
         try:
             read = self._update(connection, rows, fresh, now)
             self._read_at = version
@@ -92,7 +98,7 @@ class JobStoreSource:
         except BaseException:
             # Entries may be half-updated: compare every row again next time (their decoded
             # state is kept), and rebuild the list of jobs from them.
-            self._rows, self._position = [], {}
+            self._rows, self._position, self._read_at = [], {}, None
             raise
 
     def _version_of(self, connection: sa.Connection) -> Hashable | None:
@@ -113,10 +119,9 @@ class JobStoreSource:
             return self._table.fingerprint(connection)
         except sa.exc.ProgrammingError:
             # Not a plain table (a view has no xmin), or a server without these functions:
-            # the SELECT alone from now on, which says what is wrong if anything is.
+            # the SELECT alone from now on, which says what is wrong if anything is. (A lost
+            # connection or a timeout is the poll's failure, reported as the SELECT's would be.)
             self._fingerprints = False
-        except sa.exc.DBAPIError:
-            pass  # a lost connection or a timeout: the SELECT runs next and reports it
         return None
 
     def close(self) -> None:
