@@ -1,12 +1,14 @@
-"""The job store source: one short SELECT of ``apscheduler_jobs`` per poll.
+"""The job store source: at most one short SELECT of ``apscheduler_jobs`` per poll.
 
 Reads the three columns directly with SQLAlchemy Core and never goes through
 ``SQLAlchemyJobStore``, whose ``get_all_jobs()`` deletes every row it cannot restore. The parts,
-one module each: the SELECT of ids, next run times and digests, and the bytes of changed rows by
-id (:mod:`.job_select`); the decode cache of rows (:mod:`.job_entries`); the fire-time walk of
-the rows that fall due (:mod:`.job_fire_times`). This module ties them: rows are compared as
-the driver's tuples with C-level list and set operations, so a steady store costs one SELECT
-and no Python per unchanged row, and only new or changed rows are decoded.
+one module each: the SELECT of ids, next run times and digests, the bytes of changed rows by id
+and the table's one-row fingerprint (:mod:`.job_select`); SQLite's commit count
+(:mod:`.store_version`); the decode cache of rows (:mod:`.job_entries`); the fire-time walk of
+the rows that fall due (:mod:`.job_fire_times`). This module ties them: while the commit count
+or the fingerprint stays the same, no SELECT runs at all; otherwise rows are compared as the
+driver's tuples with C-level list and set operations, so unchanged rows cost no Python, and
+only new or changed rows are decoded.
 
 One bad row costs that row, never the read: a ``job_state`` larger than the decoder accepts is
 not even fetched (the SELECT returns its length instead), an id that is not valid UTF-8 (SQLite
