@@ -84,9 +84,13 @@ def test_steady_polls_read_digests_and_changed_rows_only(any_db: Database) -> No
     poller.close()
 
 
-def job_selects(statements: Statements) -> int:
-    """How many of the statements seen so far read the job table."""
-    return sum("apscheduler_jobs" in statement for statement, _params in statements.take())
+def row_selects(statements: Statements) -> int:
+    """How many of the statements seen so far fetched the job table's rows (the SELECT of ids,
+    fire times and digests, or bytes by id), as opposed to its one-row fingerprint."""
+    return sum(
+        "apscheduler_jobs" in statement and "COUNT(" not in statement.upper()
+        for statement, _params in statements.take()
+    )
 
 
 @pytest.mark.parametrize("journal", ["delete", "wal"])
@@ -104,9 +108,9 @@ def test_a_steady_sqlite_poll_skips_the_select_until_a_commit(
     poller = StorePoller(load_config(db_url=sqlite_db.url).stores[0], with_history=False)
     statements = Statements(poller.engine)
     first = poller.poll()
-    assert job_selects(statements) >= 1
+    assert row_selects(statements) >= 1
     second = poller.poll()
-    assert job_selects(statements) == 0, "nothing was committed: the job table is not read"
+    assert row_selects(statements) == 0, "nothing was committed: the job table is not read"
     assert second.jobs == first.jobs and second.sources["jobs"].ok
 
     impatient = sqlite3.connect(path, timeout=0, isolation_level=None)
@@ -115,13 +119,13 @@ def test_a_steady_sqlite_poll_skips_the_select_until_a_commit(
     impatient.execute("COMMIT")
     impatient.close()
     poller.poll()
-    assert job_selects(statements) >= 1, "a commit elsewhere in the file: read again"
+    assert row_selects(statements) >= 1, "a commit elsewhere in the file: read again"
     poller.poll()
-    assert job_selects(statements) == 0
+    assert row_selects(statements) == 0
 
     write_jobs(sqlite_db.url, jobs=[], pause=("report_gen",))
     third = poller.poll()
-    assert job_selects(statements) >= 1
+    assert row_selects(statements) >= 1
     assert {job.id: job.paused for job in third.jobs}["report_gen"]
     poller.close()
 
@@ -147,15 +151,6 @@ def test_a_sqlite_file_replaced_under_its_path_is_read_again(sqlite_db: Database
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert [job.paused for job in poller.poll().jobs] == [True]
     poller.close()
-
-
-def row_selects(statements: Statements) -> int:
-    """How many of the statements seen so far fetched the job table's rows (the SELECT of ids,
-    fire times and digests, or bytes by id), as opposed to its one-row fingerprint."""
-    return sum(
-        "apscheduler_jobs" in statement and "COUNT(" not in statement.upper()
-        for statement, _params in statements.take()
-    )
 
 
 def settle(poller: StorePoller, statements: Statements) -> None:

@@ -152,8 +152,8 @@ def test_the_password_stays_out_of_the_job_store_and_argv(
     assert dump["env"]["MYSQL_PWD"] == password
     # The row APScheduler persisted holds no password.
     state = stored_job_state(mariadb_db.url)
-    assert password.encode() not in bytes(state)
-    assert b"password_in_process" in bytes(state)
+    assert password.encode() not in state
+    assert b"password_in_process" in state
     assert password not in " ".join(str(r["error_message"]) for r in run.rows)
 
 
@@ -216,7 +216,7 @@ def test_credentials_in_the_url_query_stay_out_of_the_job_store(
     run = run_backup_job(pg_db, tmp_path / "backups", database_url=url)
     assert [r["status"] for r in run.rows] == ["success"], run.rows
     state = stored_job_state(pg_db.url)
-    assert secret.encode() not in bytes(state)
+    assert secret.encode() not in state
 
     job = register_backup_job(BackgroundScheduler(), database_url=url, backup_dir=tmp_path)
     assert secret not in repr(job.kwargs)
