@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -276,3 +278,38 @@ def test_fire_times_that_fall_due_in_an_unchanged_store_are_worked_out(any_db: D
         expected = start.timestamp() + (later // 35) * 35
         assert job.previous_fire_time == pytest.approx(expected, abs=1e-6)
     poller.close()
+
+
+STOP_WHILE_POLLING = """
+import sys, threading, time
+from exporter.sidecar.config import load_config
+from exporter.sidecar.poller import StorePoller
+
+poller = StorePoller(load_config(db_url=sys.argv[1]).stores[0], with_history=False)
+ends = time.monotonic() + 2.0
+
+def poll_on():
+    while time.monotonic() < ends:
+        poller.poll()
+
+thread = threading.Thread(target=poll_on)
+thread.start()
+while time.monotonic() < ends:
+    poller.close()  # what `serve` does on SIGTERM, whatever the poll thread is doing
+thread.join()
+print("survived")
+"""
+
+
+def test_a_poller_stopped_in_the_middle_of_a_poll_does_not_crash_the_process(
+    sqlite_db: Database,
+) -> None:
+    """The connection kept for SQLite's commit count is closed by whoever stops the poller,
+    while the poll thread may be asking it: that must wait, not crash the process (it did,
+    one SIGTERM in two during the first poll)."""
+    write_jobs(sqlite_db.url)
+    done = subprocess.run(
+        [sys.executable, "-c", STOP_WHILE_POLLING, sqlite_db.url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-2000:]

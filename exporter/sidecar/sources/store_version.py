@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import urllib.parse
 from collections.abc import Hashable
 from typing import Any
@@ -46,30 +47,38 @@ class DataVersion:
         self._path = filename
         self._connection: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) the connection has open
+        self._lock = threading.Lock()  # the connection is used by one thread at a time
 
     def current(self) -> Hashable | None:
         """A value that differs from the last one whenever the database may have changed, or
         None when that cannot be told (then the caller reads the table)."""
         if not self._path or self._path == ":memory:":
             return None
-        try:
-            found = os.stat(self._path)
-            file = (found.st_dev, found.st_ino)
-            if file != self._file:  # a first call, or a new file under the path
-                self.close()
-            if self._connection is None:
-                # Opened after the stat: if the file is replaced in between, the next call
-                # sees another inode than the one noted here and opens it again.
-                self._connection = sqlite3.connect(*self._args, **self._kwargs)
-                self._file = file
-            row = self._connection.execute("PRAGMA data_version").fetchone()
-        except (OSError, sqlite3.Error):
-            self.close()  # a new connection next time
-            return None
+        with self._lock:
+            try:
+                found = os.stat(self._path)
+                file = (found.st_dev, found.st_ino)
+                if file != self._file:  # a first call, or a new file under the path
+                    self._close()
+                if self._connection is None:
+                    # Opened after the stat: if the file is replaced in between, the next call
+                    # sees another inode than the one noted here and opens it again.
+                    self._connection = sqlite3.connect(*self._args, **self._kwargs)
+                    self._file = file
+                row = self._connection.execute("PRAGMA data_version").fetchone()
+            except (OSError, sqlite3.Error):
+                self._close()  # a new connection next time
+                return None
         return (*file, found.st_size, found.st_mtime_ns, row[0])
 
     def close(self) -> None:
-        """Close the kept connection (a poller that stops, or one that failed)."""
+        """Close the kept connection (a poller that stops). It waits for a question under way
+        on the poll thread: a SQLite connection closed while another thread uses it crashes
+        the process (a stop during the first poll did, one time in two)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         connection, self._connection, self._file = self._connection, None, None
         if connection is not None:
             connection.close()
