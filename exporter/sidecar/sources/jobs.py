@@ -63,7 +63,7 @@ class JobStoreSource:
 
     def _forget(self) -> None:
         """Start from nothing (a first poll, or after a read that failed half-way)."""
-        self._rows: list[Row] = []  # the last SELECT's rows, as the driver gave them
+        self._rows: list[Row] = []  # the last SELECT's rows, as the driver gave them (see _fresh)
         self._by_raw: dict[Any, CachedRow] = {}  # by the id as the driver gives it
         self._position: dict[str, int] = {}  # job id -> its index in self._last.jobs
         self._last = JobsRead((), 0)
@@ -87,8 +87,7 @@ class JobStoreSource:
             rows, fresh = self._rows, ()  # the table is as it was: so are its rows
         else:
             self._read_at = None  # until this read succeeds
-            rows = self._table.select(connection)
-            fresh = _fresh(rows, self._rows)
+            fresh, rows = _fresh(self._table.select(connection), self._rows)
             self._steady = not fresh and len(rows) == len(self._rows)
             if self._steady and not self._fire.any_due(now):
                 self._rows, self._read_at = rows, version
@@ -217,16 +216,26 @@ class JobStoreSource:
         return self._table.states(connection, wanted, total)
 
 
-def _fresh(rows: list[Row], old: list[Row]) -> Collection[Row]:
+def _fresh(rows: list[Row], old: list[Row]) -> tuple[Collection[Row], list[Row]]:
     """The rows new or changed since the last poll, by C-level comparisons: row by row while the
-    order holds (the usual poll), as sets when rows came, went or moved."""
+    order holds (the usual poll), as sets when rows came, went or moved; and the rows to keep.
+
+    While the order holds, the rows kept are the old tuples wherever a row is unchanged (the very
+    list when none changed): their ids and digests are the objects the decode cache holds, so a
+    job's id and digest are held once, not once more for each SELECT since (at 10k jobs, 1.3 MB).
+    """
     if len(rows) == len(old):
-        fresh = list(itertools.compress(rows, map(operator.ne, rows, old)))
-        if len(fresh) <= len(rows) // 8:
-            return fresh
+        changed = list(itertools.compress(range(len(rows)), map(operator.ne, rows, old)))
+        if not changed:
+            return (), old
+        if len(changed) <= len(rows) // 8:
+            kept = old.copy()
+            for i in changed:
+                kept[i] = rows[i]
+            return [rows[i] for i in changed], kept
     found = set(rows)
     found.difference_update(old)
-    return found
+    return found, rows
 
 
 _FIRST = operator.itemgetter(0)
