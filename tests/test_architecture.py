@@ -4,6 +4,8 @@ module it names exists, so the tour never sends a reader to a file that is gone 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,31 @@ def test_the_sidecar_reaches_the_kit_only_through_the_seam() -> None:
         and any(_in(name, "exporter.kit") for name in _imports(path))
     )
     assert not crossing, f"modules importing exporter.kit directly: {crossing}"
+
+
+def test_serve_leaves_out_what_only_other_commands_or_options_use() -> None:
+    """A module, once imported, stays resident for the life of the process (``serve`` runs for
+    weeks; at 10k jobs its budget is 100 MiB, bench/). Rich (tables and consoles of the other
+    commands), PyYAML (a YAML config file), bcrypt (the web config's users), Jinja2 (the pages),
+    SQLAlchemy's MySQL dialect (a MySQL URL) and APScheduler's schedulers (the demo) are imported
+    only by what needs them."""
+    code = (
+        "import sys, exporter.cli.app, exporter.sidecar.serving.server\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+        ).stdout.split()
+    )
+    assert "exporter.sidecar.serving.server" in loaded  # the check itself ran
+    lazy = (
+        "rich",
+        "yaml",
+        "bcrypt",
+        "jinja2",
+        "sqlalchemy.dialects.mysql",
+        "apscheduler.schedulers",
+    )
+    eager = sorted(name for name in loaded if any(_in(name, package) for package in lazy))
+    assert not eager, f"imported by serve without being needed: {eager}"

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from exporter import __version__
-from exporter.cli.console import make_console
+from exporter.cli.console import make_console, surely_not_a_terminal
 from exporter.cli.options import (
     Command,
     ConfigFile,
@@ -245,7 +245,7 @@ def main() -> None:
     the same exit code (2 for a usage error).
     """
     try:
-        if err.is_terminal:
+        if not surely_not_a_terminal(sys.stderr) and err.is_terminal:
             app()
             return
         code = app(standalone_mode=False)

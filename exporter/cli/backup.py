@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from exporter.cli.console import make_console
 from exporter.cli.options import (
@@ -191,6 +189,9 @@ def list_backups(
 
 def _render(rows: list[dict[str, Any]], directories: list[Path]) -> None:
     """One line per file; on a terminal a long state detail is cut with "…" to fit."""
+    from rich.table import Table  # here: `serve` imports this module and never prints a table
+    from rich.text import Text
+
     console = make_console()
     if not rows:
         console.print(f"no backup files in {', '.join(map(str, directories))}", markup=False)

@@ -12,10 +12,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from exporter.cli.console import make_console
+from exporter.cli.console import LazyConsole
 from exporter.sidecar.config import Config, ConfigError, StoreConfig, load_config
 
-err = make_console(stderr=True)
+err = LazyConsole(stderr=True)  # Rich is imported only when something is printed
 
 
 def _no_value_for_flags(params: list[Any]) -> list[Any]:

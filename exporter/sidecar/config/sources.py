@@ -9,7 +9,6 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     EnvSettingsSource,
@@ -100,6 +99,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     suffix = path.suffix.lower()
+    import yaml  # here: most runs have no config file, and PyYAML costs 1 MB resident for good
+
     try:
         if suffix in {".yaml", ".yml"}:
             data = yaml.safe_load(text)

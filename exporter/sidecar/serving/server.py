@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -27,9 +28,11 @@ from exporter.sidecar.metrics.render import BodyCache, RenderError
 from exporter.sidecar.metrics.store import MetricStore
 from exporter.sidecar.poller import StorePoller, make_pollers
 from exporter.sidecar.serving.listener import Connections, GuardedSite, Limits
-from exporter.sidecar.serving.web_config import WebConfig
 from exporter.sidecar.snapshot import StoreSnapshot
 from exporter.sidecar.web.routes import register as register_pages
+
+if TYPE_CHECKING:  # imported by `serve` only with --web-config-file (PyYAML, bcrypt: 1.5 MB)
+    from exporter.sidecar.serving.web_config import WebConfig
 
 log = logging.getLogger(__name__)
 
