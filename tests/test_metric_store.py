@@ -29,6 +29,7 @@ from test_history_reader import History
 
 from exporter.sidecar.config import load_config
 from exporter.sidecar.health import overdue_jobs
+from exporter.sidecar.metrics import store as store_module
 from exporter.sidecar.metrics.collector import SnapshotCollector
 from exporter.sidecar.metrics.store import MetricStore
 from exporter.sidecar.metrics.table import Store
@@ -230,6 +231,22 @@ def test_random_snapshots_render_alike(data: st.DataObject, names: list[str]) ->
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data(), STORE_NAMES, st.integers(2, 5))
 def test_kept_lines_follow_every_poll(data: st.DataObject, names: list[str], polls: int) -> None:
+    follow_polls(data, names, polls)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), STORE_NAMES, st.integers(2, 5), st.integers(1, 3))
+def test_kept_lines_follow_every_poll_across_blocks(
+    data: st.DataObject, names: list[str], polls: int, block: int
+) -> None:
+    """Lines are kept gzipped per block of rows: with blocks of one to three rows, every change
+    lands in blocks of its own, beside others, or across a boundary."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store_module, "BLOCK", block)
+        follow_polls(data, names, polls)
+
+
+def follow_polls(data: st.DataObject, names: list[str], polls: int) -> None:
     pool = {name: data.draw(pools()) for name in names}
     current: list[list[StoreSnapshot]] = [[]]
     store = store_for(current)
@@ -257,6 +274,63 @@ def test_extreme_floats_are_formatted_as_prometheus_client_does() -> None:
     )
     snaps = [StoreSnapshot("default", taken_at=1e9, jobs=views, ever_succeeded=True)]
     assert_same(store_for([snaps]), snaps)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 1024])
+def test_changed_jobs_are_spliced_into_their_blocks(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same jobs in the same order, some changed: each changed job's lines are replaced in
+    its block (first, middle or last of it; one or several per block; renamed, so its longer
+    info line moves the lines after it), and the body is the reference's every time."""
+    monkeypatch.setattr(store_module, "BLOCK", block)
+    jobs = [
+        JobView(id=f"j{i}", next_run_time=1e9 + i, decoded=True, name=f"n{i}", schedule="s")
+        for i in range(7)
+    ]
+    current = [[StoreSnapshot("default", taken_at=1e9, jobs=tuple(jobs), ever_succeeded=True)]]
+    store = store_for(current)
+    assert_same(store, current[0])
+    for step, changed in enumerate([(3,), (0, 1), (6,), (2, 4, 5), (0, 6), (1,)]):
+        for i in changed:
+            jobs[i] = replace(
+                jobs[i],
+                name=jobs[i].name + "-renamed" * (step % 3),
+                next_run_time=None if step % 2 else 2e9 + i,
+            )
+        current[0] = [
+            StoreSnapshot("default", taken_at=1e9 + step, jobs=tuple(jobs), ever_succeeded=True)
+        ]
+        assert_same(store, current[0])
+        assert store.encoded == len(changed)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 1024])
+def test_jobs_that_come_and_go_leave_the_others_lines_as_they_were(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs added, removed and changed in one poll: the unchanged jobs' lines are taken over in
+    runs of neighbours (long and short, across block boundaries), the others encoded."""
+    monkeypatch.setattr(store_module, "BLOCK", block)
+
+    def job(name: str, at: float = 1e9) -> JobView:
+        return JobView(id=name, next_run_time=at, decoded=True, name=name.upper(), schedule="s")
+
+    polls = [
+        [f"j{i}" for i in range(10)],
+        ["j0", "j1", "j2", "j4", "j5", "j6", "j7", "j8", "j9"],  # one gone from the middle
+        ["a", "j0", "j1", "j2", "j4", "j5", "j5a", "j6", "j7", "j8", "j9", "z"],  # came
+        ["j1", "j2", "j4", "j5", "j5a", "j6", "j7", "j8"],  # both ends gone
+        ["j1", "j2", "j4", "j5", "j5a", "j6", "j7", "j8"],  # the same, one changed below
+        [],
+        ["j1", "j2"],
+    ]
+    current: list[list[StoreSnapshot]] = [[]]
+    store = store_for(current)
+    for step, names in enumerate(polls):
+        jobs = tuple(job(name, 2e9 if (step, name) == (4, "j5") else 1e9) for name in names)
+        current[0] = [StoreSnapshot("default", taken_at=1e9, jobs=jobs, ever_succeeded=True)]
+        assert_same(store, current[0])
 
 
 # --- a real store ------------------------------------------------------------------------------

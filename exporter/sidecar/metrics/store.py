@@ -23,6 +23,8 @@ import itertools
 import math
 import operator
 import threading
+import zlib
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
@@ -112,11 +114,17 @@ def header(family: Family, openmetrics: bool) -> bytes:
 
 
 class _StoreLines:
-    """The kept lines of one job store: a column per kept family, a row per series job.
+    """The kept lines of one job store: a column per kept family, a row per series job, kept
+    gzipped.
 
-    Columns, not objects per job: a body extends its chunk list by whole columns (a C-level copy
-    of references), and a poll that changed 1% of the jobs rewrites 1% of the cells. Kept values
-    stay alive here (``views``, ``runs``), so comparing them by identity is safe.
+    Each column is a list of gzip members, one per block of :data:`BLOCK` rows, and the length
+    of each row's lines; nothing else of it stays in memory. A body is the members one after
+    the other (a C-level copy of references), and a poll that changed a few jobs inflates the
+    blocks they are in, splices their new lines in by those lengths, and compresses those
+    blocks again. Keeping each row's lines as a bytes object of its own instead held the body a
+    second time, plain, with a Python object per line (at 10k jobs 8 MB, a twelfth of the
+    process: docs/performance.md). Kept values stay alive here (``views``, ``runs``), so
+    comparing them by identity is safe.
     """
 
     def __init__(self) -> None:
@@ -124,11 +132,9 @@ class _StoreLines:
         self.runs: dict[str, JobRuns] = {}
         self.history: tuple[JobRuns, ...] | None = None  # what ``runs`` was made from
         self.position: dict[str, int] = {}
-        self.columns: list[list[bytes]] = [[] for _ in KEPT]
-        # Per column, the gzip member of each block of BLOCK rows; None once a row of the
-        # block changed (compressed again when a body asks for it).
-        self.members: list[list[bytes | None]] = [[] for _ in KEPT]
-        self.due: list[float] = []  # per job: no volatile sample before this poll time
+        self.members: list[list[bytes]] = [[] for _ in KEPT]  # per column, per block
+        self.lengths: list[array[int]] = [array("I") for _ in KEPT]  # per column, per row
+        self.due = array("d")  # per job: no volatile sample before this poll time
         self.encoded = 0  # jobs encoded again by the last update (for the bench and the tests)
 
     def update(self, store: Store) -> None:
@@ -158,58 +164,102 @@ class _StoreLines:
             position = self.position
             dirty = {i for i in changed if views[i] != old[i]}
             dirty.update(position[job] for job in touched if job in position)
-            for i in dirty:
-                self._encode(store, i, views[i], runs.get(views[i].id))
+            self._rewrite(store, sorted(dirty), views, runs)
             self.encoded = len(dirty)
         else:
             self._rebuild(store, views, runs, touched)
         self.views = views
         self.runs = runs
 
-    def _encode(self, store: Store, i: int, view: JobView, runs: JobRuns | None) -> None:
-        block = i // BLOCK
-        for column, members, lines in zip(
-            self.columns, self.members, _encode_job(store, view, runs), strict=True
-        ):
-            if column[i] != lines:  # a renamed job changes its info line, not its others
-                column[i] = lines
-                members[block] = None
-        self.due[i] = _due(view, store.settings)
-
-    @property
-    def blocks(self) -> int:
-        return -(-len(self.views) // BLOCK)
-
-    def member(self, index: int, block: int) -> bytes:
-        """The gzip member of one block of one column (empty when the block has no lines)."""
-        found = self.members[index][block]
-        if found is None:
-            lines = b"".join(self.columns[index][block * BLOCK : (block + 1) * BLOCK])
-            found = gzipped(lines) if lines else _EMPTY
-            self.members[index][block] = found
-        return found
+    def _rewrite(
+        self, store: Store, rows: list[int], views: tuple[JobView, ...], runs: dict[str, JobRuns]
+    ) -> None:
+        """Encode ``rows`` (sorted) again, and splice their lines into the blocks they are in."""
+        settings = store.settings
+        for block, in_block in itertools.groupby(rows, key=lambda i: i // BLOCK):
+            indices = list(in_block)
+            encoded = []
+            for i in indices:
+                view = views[i]
+                encoded.append(_encode_job(store, view, runs.get(view.id)))
+                self.due[i] = _due(view, settings)
+            for index, (members, lengths) in enumerate(
+                zip(self.members, self.lengths, strict=True)
+            ):
+                cells = [lines[index] for lines in encoded]
+                if not any(cells) and not any(lengths[i] for i in indices):
+                    continue  # no lines before, none now (a family this job has no series in)
+                first = block * BLOCK
+                plain = _inflate(members[block])
+                offsets = list(itertools.accumulate(lengths[first : first + BLOCK], initial=0))
+                pieces: list[bytes] = []
+                at, same = 0, True
+                for i, cell in zip(indices, cells, strict=True):
+                    start, end = offsets[i - first], offsets[i - first + 1]
+                    if same and plain[start:end] != cell:  # a renamed job changes its info
+                        same = False  # line, not its others
+                    pieces += (plain[at:start], cell)
+                    at = end
+                    lengths[i] = len(cell)
+                if not same:
+                    pieces.append(plain[at:])
+                    members[block] = _deflate(b"".join(pieces))
 
     def _rebuild(
         self, store: Store, views: tuple[JobView, ...], runs: dict[str, JobRuns], touched: set[str]
     ) -> None:
-        """Jobs came, went or moved: take the cells of unchanged jobs, encode the others."""
+        """Jobs came, went or moved: take the lines of unchanged jobs, encode the others.
+
+        Unchanged jobs are taken as runs of rows that were neighbours before too (a job added
+        or removed splits one run in two), each a single slice of the inflated column."""
         old, position = self.views, self.position
-        sentinel = len(old)  # one empty cell appended to every old column
-        picks: list[int] = []
-        fresh: list[int] = []
-        for i, view in enumerate(views):
+        picks: list[int] = []  # per new row: its old row, or -1 to encode it
+        for view in views:
             p = position.get(view.id)
             if p is None or view.id in touched or (old[p] is not view and old[p] != view):
-                picks.append(sentinel)
-                fresh.append(i)
+                picks.append(-1)
             else:
                 picks.append(p)
-        self.columns = [_pick([*column, _EMPTY], picks) for column in self.columns]
-        self.members = [[None] * -(-len(views) // BLOCK) for _ in KEPT]  # rows moved: all new
-        self.due = _pick([*self.due, math.inf], picks)
-        self.position = {view.id: i for i, view in enumerate(views)}
+        fresh = {
+            i: _encode_job(store, views[i], runs.get(views[i].id))
+            for i, p in enumerate(picks)
+            if p < 0
+        }
+        # Where a run of kept rows starts: at a fresh row, after one, or where old rows skip.
+        starts = [
+            i
+            for i in range(len(picks))
+            if picks[i] < 0 or i == 0 or picks[i - 1] < 0 or picks[i] != picks[i - 1] + 1
+        ]
+        spans = list(zip(starts, [*starts[1:], len(picks)][: len(starts)], strict=True))
+        blocks = -(-len(views) // BLOCK)
+        for index in range(len(KEPT)):
+            old_lengths = self.lengths[index]
+            plain = b"".join(map(_inflate, self.members[index]))
+            offsets = list(itertools.accumulate(old_lengths, initial=0))
+            pieces: list[bytes] = []
+            lengths = array("I")
+            for start, end in spans:
+                p = picks[start]
+                if p < 0:
+                    cell = fresh[start][index]
+                    pieces.append(cell)
+                    lengths.append(len(cell))
+                else:
+                    q = p + end - start
+                    pieces.append(plain[offsets[p] : offsets[q]])
+                    lengths.extend(old_lengths[p:q])
+            column = b"".join(pieces)
+            bounds = list(itertools.accumulate(lengths, initial=0))[::BLOCK]
+            bounds.append(len(column))
+            self.members[index] = [
+                _deflate(column[bounds[b] : bounds[b + 1]]) for b in range(blocks)
+            ]
+            self.lengths[index] = lengths
+        self.due = array("d", _pick([*self.due, math.inf], picks))  # -1: the inf
         for i in fresh:
-            self._encode(store, i, views[i], runs.get(views[i].id))
+            self.due[i] = _due(views[i], store.settings)
+        self.position = {view.id: i for i, view in enumerate(views)}
         self.encoded = len(fresh)
 
     def volatile(self, family: Family, store: Store) -> Iterable[Sample]:
@@ -239,6 +289,15 @@ def _due(view: JobView, settings: Settings) -> float:
 
 
 _EMPTY = b""
+
+
+def _deflate(lines: bytes) -> bytes:
+    """A block's gzip member; a block without lines has none."""
+    return gzipped(lines) if lines else _EMPTY
+
+
+def _inflate(member: bytes) -> bytes:
+    return zlib.decompress(member, 31) if member else _EMPTY  # 31: one gzip member
 
 
 def _encode_job(store: Store, view: JobView, runs: JobRuns | None) -> tuple[bytes, ...]:
@@ -296,7 +355,7 @@ class MetricStore:
                     continue
                 index = _KEPT_INDEX[id(family)]
                 for kept in stores:
-                    chunks.extend(kept.columns[index])
+                    chunks.extend(map(_inflate, kept.members[index]))
             return b"".join(chunks)
 
     def render_gzipped(self, openmetrics: bool) -> bytes:
@@ -319,7 +378,7 @@ class MetricStore:
                     continue
                 index = _KEPT_INDEX[id(family)]
                 for kept in stores:
-                    chunks.extend(kept.member(index, block) for block in range(kept.blocks))
+                    chunks.extend(kept.members[index])
             return b"".join(chunks)
 
     def _update_or_forget(self) -> None:
