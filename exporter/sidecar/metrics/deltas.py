@@ -32,6 +32,7 @@ GZIP_LEVEL = 3
 against 6.4 ms at level 5, for 73 KB against 62 KB)."""
 
 _next_run = operator.attrgetter("next_run_time")
+_id = operator.attrgetter("id")
 
 
 def escape(value: str) -> str:
@@ -43,45 +44,46 @@ def escape(value: str) -> str:
 
 class _StoreLines:
     """One job store's delta lines without their numbers: for each series job with a next run
-    time, the text that goes before the number (starting with the newline that ends the line
-    before it) and the next run time it is measured from."""
+    time, its escaped id and the next run time it is measured from. A line is the store's
+    prefix (starting with the newline that ends the line before it), the id, ``"} "`` and the
+    number. An id that needs no escaping is the view's own string, so the lines cost no text of
+    their own per job (a whole head per job was 1 MB at 10k jobs)."""
 
     def __init__(self, jobstore: str) -> None:
         self.jobstore = jobstore
+        self.prefix = f'\n{DELTA.name}{{jobstore="{escape(jobstore)}",job_id="'
         self.views: tuple[JobView, ...] = ()
-        self.heads: list[str] = []
+        self.ids: list[str] = []
         self.times: list[float] = []
-        self._by_id: dict[str, str] = {}
 
     def update(self, views: tuple[JobView, ...]) -> None:
         """Follow a new poll's series jobs; an unchanged poll (the very same tuple) costs
-        nothing, another looks up each job's head and formats only those of new jobs."""
+        nothing."""
         if views is self.views:
             return
         timed = [view for view in views if view.next_run_time is not None]
-        known = self._by_id
-        store = escape(self.jobstore)
-        by_id: dict[str, str] = {}
-        for view in timed:
-            head = known.get(view.id)
-            if head is None:
-                head = f'\n{DELTA.name}{{jobstore="{store}",job_id="{escape(view.id)}"}} '
-            by_id[view.id] = head
-        self.heads = [by_id[view.id] for view in timed]
+        self.ids = list(map(escape, map(_id, timed)))
         self.times = list(map(_next_run, timed))
-        self._by_id = by_id  # jobs that left the store leave with their heads
         self.views = views
 
     def lines(self, now: float) -> Iterator[str]:
         """The store's lines at ``now``, joined a slice of jobs at a time (see ``SLICE``), with a
         pause between slices (``pacing.pause``)."""
-        heads, times, at = self.heads, self.times, itertools.repeat(now)
-        for start in range(0, len(heads), SLICE):
+        ids, times, at = self.ids, self.times, itertools.repeat(now)
+        prefix, close = itertools.repeat(self.prefix), itertools.repeat(_CLOSE)
+        for start in range(0, len(ids), SLICE):
             if start:
                 pacing.pause()
             end = start + SLICE
             values = map(repr, map(operator.sub, times[start:end], at))
-            yield "".join(itertools.chain.from_iterable(zip(heads[start:end], values, strict=True)))
+            yield "".join(
+                itertools.chain.from_iterable(
+                    zip(prefix, ids[start:end], close, values, strict=False)
+                )
+            )
+
+
+_CLOSE = '"} '
 
 
 SLICE = 256
