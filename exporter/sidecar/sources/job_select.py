@@ -99,8 +99,8 @@ class JobTable:
 
         A steady poll then moves ids, fire times and digests instead of every row's bytes: the
         bytes are read afterwards, by id, only for the rows that need them. PostgreSQL and
-        MySQL/MariaDB compute ``md5(job_state)``; SQLite has no digest of its own, so the
-        connection is given one (:data:`SQLITE_HASH`). Rows larger than the decoder accepts
+        MySQL/MariaDB compute ``md5(job_state)`` (its 16 bytes); SQLite has no digest of its own,
+        so the connection is given one (:data:`SQLITE_HASH`). Rows larger than the decoder accepts
         get no digest (they are judged by their length and never fetched). SQLite keeps
         whatever bytes an app wrote in a text column and its driver fails the whole read on
         invalid UTF-8, so there the id is read as bytes.
@@ -112,8 +112,12 @@ class JobTable:
         if dialect == "sqlite":
             job_id = sa.cast(job_id, sa.LargeBinary)
             digest = getattr(sa.func, SQLITE_HASH)(sa.cast(column.job_state, sa.LargeBinary))
+        elif dialect == "postgresql":
+            # The md5's 16 bytes, not its 32 hex digits: the rows are kept between polls, and
+            # a bytes object of 16 is 32 bytes smaller than a str of 32 (300 KB at 10k jobs).
+            digest = sa.func.decode(sa.func.md5(column.job_state), "hex")
         else:
-            digest = sa.func.md5(column.job_state)
+            digest = sa.func.unhex(sa.func.md5(column.job_state))
         digest = sa.case((fits, digest), else_=sa.null())
         # The length only where it matters (a row too large, or NULL): the rows are kept until
         # the next poll, and None costs nothing per row.
