@@ -31,8 +31,9 @@ from exporter.sidecar.config import load_config
 from exporter.sidecar.health import overdue_jobs
 from exporter.sidecar.metrics import store as store_module
 from exporter.sidecar.metrics.collector import SnapshotCollector
+from exporter.sidecar.metrics.families import FAMILIES
 from exporter.sidecar.metrics.store import MetricStore
-from exporter.sidecar.metrics.table import Store
+from exporter.sidecar.metrics.table import Store, fields_read
 from exporter.sidecar.poller import StorePoller
 from exporter.sidecar.snapshot import (
     SOURCES,
@@ -226,6 +227,30 @@ def test_random_snapshots_render_alike(data: st.DataObject, names: list[str]) ->
     assert_same(store, snaps)
     for snap in snaps:  # the inlined count keeps the health model's rule
         assert Store(snap, store.settings, 0).overdue_count == len(overdue_jobs(snap, GRACE))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(job_views("j"), job_views("j"), st.none() | job_runs("j"), st.none() | job_runs("j"))
+def test_what_a_family_declares_it_reads_is_all_its_samples_depend_on(
+    view: JobView, other: JobView, runs: JobRuns | None, other_runs: JobRuns | None
+) -> None:
+    """The metric store skips a changed job's family when none of the fields the family's
+    sample function declares (``table.reads``) changed: every other field of the view, and the
+    run statistics unless declared, may change without changing its samples."""
+    snap = StoreSnapshot("default", taken_at=1e9, jobs=(view,), ever_succeeded=True)
+    store = Store(snap, store_for([[snap]]).settings, 1e9)
+    declared = 0
+    for family in FAMILIES:
+        read = fields_read(family.per_job) if family.per_job is not None else None
+        if read is None:
+            continue
+        declared += 1
+        mixed = replace(other, **{name: getattr(view, name) for name in read if name != "runs"})
+        mixed_runs = runs if "runs" in read else other_runs
+        assert repr(list(family.per_job(store, view, runs))) == repr(
+            list(family.per_job(store, mixed, mixed_runs))
+        ), family.name
+    assert declared >= 8  # the job's info, state and run families declare what they read
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

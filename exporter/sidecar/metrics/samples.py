@@ -20,6 +20,7 @@ from exporter.sidecar.metrics.table import (
     Store,
     cumulative,
     flag,
+    reads,
 )
 from exporter.sidecar.snapshot import SOURCES, JobRuns, JobView, SourceStatus, StoreSnapshot
 from exporter.sidecar.sources.history import FINISHED
@@ -35,18 +36,22 @@ def history_read(store: Store) -> bool:
     return store.snap.history is not None and store.snap.ever_succeeded
 
 
+@reads("name", "trigger", "schedule", "executor")
 def job_info(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sample]:
     return (((job.name, job.trigger, job.schedule, job.executor), 1.0),)
 
 
+@reads("next_run_time")
 def paused(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sample]:
     return ((NO_LABELS, flag(job.paused)),)
 
 
+@reads("next_run_time")
 def next_run(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sample]:
     return () if job.next_run_time is None else ((NO_LABELS, job.next_run_time),)
 
 
+@reads("misfire_grace_time")
 def grace(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sample]:
     grace = job.misfire_grace_time
     return () if grace is None else ((NO_LABELS, float(grace)),)
@@ -67,12 +72,14 @@ def overdue_seconds(store: Store, job: JobView, runs: JobRuns | None) -> Iterabl
     return () if late is None else ((NO_LABELS, late),)
 
 
+@reads("runs")
 def job_runs(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sample]:
     if runs is None:
         return ()  # never ran (no history row): no run series, only job store ones
     return tuple(((status,), float(runs.runs.get(status, 0))) for status in FINISHED)
 
 
+@reads("runs")
 def duration(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sample]:
     if runs is None or not runs.duration_count:
         return ()
@@ -82,6 +89,7 @@ def duration(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sampl
 def run_stat(attr: str) -> PerJob:
     """A per-job gauge read off the job's run statistics; absent when that value is None."""
 
+    @reads("runs")
     def samples(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sample]:
         value = getattr(runs, attr) if runs is not None else None
         return () if value is None else ((NO_LABELS, float(value)),)
@@ -89,6 +97,7 @@ def run_stat(attr: str) -> PerJob:
     return samples
 
 
+@reads("previous_fire_time")
 def expected_run(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sample]:
     previous = job.previous_fire_time
     return () if previous is None else ((NO_LABELS, previous),)

@@ -18,6 +18,7 @@ the two to each other on random snapshots.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import itertools
 import math
@@ -31,7 +32,14 @@ from typing import TypeVar
 from prometheus_client.utils import floatToGoString
 
 from exporter.sidecar.metrics.families import FAMILIES
-from exporter.sidecar.metrics.table import Family, Histogram, Sample, Settings, Store
+from exporter.sidecar.metrics.table import (
+    Family,
+    Histogram,
+    Sample,
+    Settings,
+    Store,
+    fields_read,
+)
 from exporter.sidecar.snapshot import JobRuns, JobView, StoreSnapshot
 
 STATIC = tuple(family for family in FAMILIES if family.part == "static")
@@ -180,21 +188,27 @@ class _StoreLines:
             indices = list(in_block)
             encoded = []
             for i in indices:
-                view = views[i]
-                encoded.append(_encode_job(store, view, runs.get(view.id)))
+                view, job_runs = views[i], runs.get(views[i].id)
+                moved = _moved(self.views[i], view, self.runs.get(view.id), job_runs)
+                encoded.append(_encode_job(store, view, job_runs, moved))
                 self.due[i] = _due(view, settings)
             for index, (members, lengths) in enumerate(
                 zip(self.members, self.lengths, strict=True)
             ):
-                cells = [lines[index] for lines in encoded]
-                if not any(cells) and not any(lengths[i] for i in indices):
-                    continue  # no lines before, none now (a family this job has no series in)
+                # The rows whose lines of this family may have changed (what it reads did).
+                rows_cells = [
+                    (i, cell)
+                    for i, lines in zip(indices, encoded, strict=True)
+                    if (cell := lines[index]) is not None
+                ]
+                if not any(cell or lengths[i] for i, cell in rows_cells):
+                    continue  # none, or no lines before and none now
                 first = block * BLOCK
                 plain = _inflate(members[block])
                 offsets = list(itertools.accumulate(lengths[first : first + BLOCK], initial=0))
                 pieces: list[bytes] = []
                 at, same = 0, True
-                for i, cell in zip(indices, cells, strict=True):
+                for i, cell in rows_cells:
                     start, end = offsets[i - first], offsets[i - first + 1]
                     if same and plain[start:end] != cell:  # a renamed job changes its info
                         same = False  # line, not its others
@@ -242,7 +256,7 @@ class _StoreLines:
             for start, end in spans:
                 p = picks[start]
                 if p < 0:
-                    cell = fresh[start][index]
+                    cell = fresh[start][index] or _EMPTY  # all encoded: never None
                     pieces.append(cell)
                     lengths.append(len(cell))
                 else:
@@ -300,10 +314,17 @@ def _inflate(member: bytes) -> bytes:
     return zlib.decompress(member, 31) if member else _EMPTY  # 31: one gzip member
 
 
-def _encode_job(store: Store, view: JobView, runs: JobRuns | None) -> tuple[bytes, ...]:
+def _encode_job(
+    store: Store, view: JobView, runs: JobRuns | None, moved: frozenset[str] | None = None
+) -> tuple[bytes | None, ...]:
+    """The job's lines of each kept family; None for a family that reads none of ``moved``
+    (the fields that changed since its lines were encoded; None: anything may have)."""
     head = (store.name, view.id)
-    lines = []
-    for family, per_job in _KEPT_SAMPLES:
+    lines: list[bytes | None] = []
+    for (family, per_job), read in zip(_KEPT_SAMPLES, _KEPT_READS, strict=True):
+        if moved is not None and read is not None and read.isdisjoint(moved):
+            lines.append(None)
+            continue
         samples = per_job(store, view, runs)
         lines.append(
             encode(family, [((*head, *extra), value) for extra, value in samples])
@@ -314,6 +335,19 @@ def _encode_job(store: Store, view: JobView, runs: JobRuns | None) -> tuple[byte
 
 
 _KEPT_SAMPLES = [(family, family.per_job) for family in KEPT if family.per_job is not None]
+_KEPT_READS = [fields_read(per_job) for _family, per_job in _KEPT_SAMPLES]
+_VIEW_FIELDS = tuple(field.name for field in dataclasses.fields(JobView))
+
+
+def _moved(
+    old: JobView, new: JobView, old_runs: JobRuns | None, new_runs: JobRuns | None
+) -> frozenset[str]:
+    """The fields of a job's view that differ between two polls, and ``"runs"`` if its run
+    statistics do (what a family may read: :func:`~exporter.sidecar.metrics.table.reads`)."""
+    moved = {name for name in _VIEW_FIELDS if getattr(old, name) != getattr(new, name)}
+    if old_runs is not new_runs and old_runs != new_runs:
+        moved.add("runs")
+    return frozenset(moved)
 
 
 class MetricStore:

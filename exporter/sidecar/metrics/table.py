@@ -110,6 +110,29 @@ class Store:
 
 PerJob = Callable[[Store, JobView, JobRuns | None], Iterable[Sample]]
 PerStore = Callable[[Store], Iterable[Sample]]
+
+_READS: dict[PerJob, frozenset[str]] = {}
+
+
+def reads(*fields: str) -> Callable[[PerJob], PerJob]:
+    """Declare what a per-job sample function reads: :class:`JobView` field names, and
+    ``"runs"`` for the job's run statistics. The metric store then encodes a changed job's lines
+    of that family again only when one of those changed (a renamed job: its info line, not the
+    rest). A function that declares nothing is assumed to read everything.
+    ``tests/test_metric_store.py`` changes every other field and checks the samples stay."""
+
+    def declare(function: PerJob) -> PerJob:
+        _READS[function] = frozenset(fields)
+        return function
+
+    return declare
+
+
+def fields_read(function: PerJob) -> frozenset[str] | None:
+    """What ``function`` was declared to read (:func:`reads`), or None: everything."""
+    return _READS.get(function)
+
+
 Once = Callable[[Settings], Iterable[Sample]]
 
 
