@@ -5,10 +5,10 @@ the jobs whose row or run history changed have new lines: a store of 100k jobs p
 size every poll and held the GIL for over a second. Here, as in kube-state-metrics' metrics
 store, each job's lines of each per-job family are encoded to bytes once, when the job's
 :class:`JobView` or :class:`JobRuns` changes (the sources hand out the very same objects while a
-row and its history stay the same), and kept; a body is the family headers and a join of the
-kept fragments. Per-store families (a few lines each) and the ``volatile`` per-job family
-(judged against the poll time) are encoded at every poll. A job that left the store leaves with
-its fragments.
+row and its history stay the same), and kept, gzipped per block of jobs (:class:`_StoreLines`);
+a body is the family headers and the kept blocks one after the other. Per-store families (a few
+lines each) and the ``volatile`` per-job family (judged against the poll time) are encoded at
+every poll. A job that left the store leaves with its lines.
 
 The lines are byte for byte those of ``prometheus_client``'s encoders (labels sorted by name,
 the same escaping and float formatting); sample lines are the same in the text format and in
@@ -128,11 +128,12 @@ class _StoreLines:
     Each column is a list of gzip members, one per block of :data:`BLOCK` rows, and the length
     of each row's lines; nothing else of it stays in memory. A body is the members one after
     the other (a C-level copy of references), and a poll that changed a few jobs inflates the
-    blocks they are in, splices their new lines in by those lengths, and compresses those
-    blocks again. Keeping each row's lines as a bytes object of its own instead held the body a
-    second time, plain, with a Python object per line (at 10k jobs 8 MB, a twelfth of the
-    process: docs/performance.md). Kept values stay alive here (``views``, ``runs``), so
-    comparing them by identity is safe.
+    blocks where their lines may have changed (in the families that read what moved:
+    ``table.reads``), splices the new lines in by those lengths, and compresses again the
+    blocks whose bytes changed. Keeping each row's lines as a bytes object of its own instead
+    held the body a second time, plain, with a Python object per line (at 10k jobs 8 MB, a
+    twelfth of the process: docs/performance.md). Kept values stay alive here (``views``,
+    ``runs``), so comparing them by identity is safe.
     """
 
     def __init__(self) -> None:
