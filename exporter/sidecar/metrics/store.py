@@ -38,6 +38,7 @@ from exporter.sidecar.metrics.table import (
     Sample,
     Settings,
     Store,
+    escape,
     fields_read,
 )
 from exporter.sidecar.snapshot import JobRuns, JobView, StoreSnapshot
@@ -64,15 +65,8 @@ def gzipped(data: bytes) -> bytes:
     return gzip.compress(data, GZIP_LEVEL, mtime=0)
 
 
-def _escape(value: str) -> str:
-    """Label value escaping of both formats: backslash, newline, double quote."""
-    if "\\" in value or "\n" in value or '"' in value:
-        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-    return value
-
-
 def _line(name: str, labels: Iterable[tuple[str, str]], value: float) -> str:
-    pairs = ",".join([f'{key}="{_escape(text)}"' for key, text in sorted(labels)])
+    pairs = ",".join([f'{key}="{escape(text)}"' for key, text in sorted(labels)])
     return (
         f"{name}{{{pairs}}} {floatToGoString(value)}\n"
         if pairs
@@ -91,7 +85,7 @@ def encode(family: Family, samples: Iterable[Sample]) -> bytes:
         # Most per-job families: the label order (job_id sorts before jobstore) is known.
         return "".join(
             [
-                f'{name}{{job_id="{_escape(job)}",jobstore="{_escape(store)}"}} '
+                f'{name}{{job_id="{escape(job)}",jobstore="{escape(store)}"}} '
                 f"{floatToGoString(value)}\n"
                 for (store, job), value in samples  # type: ignore[misc]
             ]

@@ -190,6 +190,14 @@ class Family:
                         yield (*head, *extra), value
 
 
+def escape(value: str) -> str:
+    """Label value escaping of both exposition formats: backslash, newline, double quote (the
+    static part's encoder and the per-second deltas write label values themselves)."""
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
 def flag(value: bool) -> float:
     return 1.0 if value else 0.0
 
