@@ -316,7 +316,7 @@ def _encode_job(
     (the fields that changed since its lines were encoded; None: anything may have)."""
     head = (store.name, view.id)
     lines: list[bytes | None] = []
-    for (family, per_job), read in zip(_KEPT_SAMPLES, _KEPT_READS, strict=True):
+    for family, per_job, read in _KEPT_SAMPLES:
         if moved is not None and read is not None and read.isdisjoint(moved):
             lines.append(None)
             continue
@@ -329,8 +329,12 @@ def _encode_job(
     return tuple(lines)
 
 
-_KEPT_SAMPLES = [(family, family.per_job) for family in KEPT if family.per_job is not None]
-_KEPT_READS = [fields_read(per_job) for _family, per_job in _KEPT_SAMPLES]
+# Per kept family: its sample function and what that reads (None: anything).
+_KEPT_SAMPLES = [
+    (family, family.per_job, fields_read(family.per_job))
+    for family in KEPT
+    if family.per_job is not None
+]
 _VIEW_FIELDS = tuple(field.name for field in dataclasses.fields(JobView))
 
 
