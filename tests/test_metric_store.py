@@ -28,7 +28,7 @@ from support import Database
 from test_history_reader import History
 
 from exporter.sidecar.config import load_config
-from exporter.sidecar.health import overdue_jobs
+from exporter.sidecar.health import overdue, overdue_jobs
 from exporter.sidecar.metrics import store as store_module
 from exporter.sidecar.metrics.collector import SnapshotCollector
 from exporter.sidecar.metrics.families import FAMILIES
@@ -299,6 +299,37 @@ def test_extreme_floats_are_formatted_as_prometheus_client_does() -> None:
     )
     snaps = [StoreSnapshot("default", taken_at=1e9, jobs=views, ever_succeeded=True)]
     assert_same(store_for([snaps]), snaps)
+
+
+def test_a_job_is_overdue_from_the_first_poll_past_its_grace_however_little() -> None:
+    """The same jobs, polled at later and later times: the store keeps, per job, from when it
+    may be overdue, and asks the rule only of those jobs. Each must still be counted (and given
+    its overdue seconds) at the first poll past its grace, by the smallest step a float takes,
+    at small and large magnitudes and with its own grace or the default; one poll earlier it is
+    not. A next run time that is not a number is never overdue and hides no other job."""
+    jobs = (
+        JobView(id="a", next_run_time=math.nan, decoded=True),  # first: sorts before the rest
+        JobView(id="b", next_run_time=1e9 + 0.1, decoded=True),  # the default grace
+        JobView(id="c", next_run_time=3.5e9 + 0.7, decoded=True, misfire_grace_time=1.0),
+        JobView(id="d", next_run_time=12.25, decoded=True, misfire_grace_time=0.0),
+        JobView(id="e", next_run_time=None, decoded=True),  # paused: never overdue
+    )
+    current = [[StoreSnapshot("default", taken_at=0.0, jobs=jobs, ever_succeeded=True)]]
+    store = store_for(current)
+    assert_same(store, current[0])
+    for job in jobs[1:4]:
+        assert job.next_run_time is not None
+        grace = GRACE if job.misfire_grace_time is None else job.misfire_grace_time
+        first = job.next_run_time + grace  # the first poll time the rule holds, by float steps
+        while any(overdue([job], first, GRACE)):
+            first = math.nextafter(first, -math.inf)
+        while not any(overdue([job], first, GRACE)):
+            first = math.nextafter(first, math.inf)
+        for taken_at, expected in ((math.nextafter(first, -math.inf), False), (first, True)):
+            snap = StoreSnapshot("default", taken_at=taken_at, jobs=jobs, ever_succeeded=True)
+            current[0] = [snap]
+            assert_same(store, current[0])
+            assert (job in overdue_jobs(snap, GRACE)) is expected
 
 
 @pytest.mark.parametrize("block", [1, 2, 3, 1024])

@@ -18,6 +18,7 @@ Past-due jobs mean two different things. When every scheduler process's last hea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -31,8 +32,7 @@ __all__ = [
     "assess",
     "backup_result",
     "overdue",
-    "overdue_by",
-    "overdue_count",
+    "overdue_from",
     "overdue_jobs",
     "sources_down",
 ]
@@ -152,7 +152,8 @@ def overdue(
     Judged against the poll time, not the scrape time: the scheduler advances ``next_run_time``
     the moment it submits a run, so a row read at poll time is only evidence up to that moment.
     Jobs with unlimited grace use ``default_grace``; paused jobs are never overdue. One pass
-    with no call per job: the metrics count a store of 100k jobs with it at every poll.
+    with no call per job; the metric store asks it at every poll only of the jobs that may be
+    overdue (:func:`overdue_from`).
     """
     for job in jobs:
         if (when := job.next_run_time) is None:
@@ -162,19 +163,19 @@ def overdue(
             yield job, late
 
 
-def overdue_by(job: JobView, taken_at: float, default_grace: float) -> float | None:
-    """How far past its next fire time ``job`` was at the poll, when beyond its grace; else None
-    (see :func:`overdue`)."""
-    for _, late in overdue((job,), taken_at, default_grace):
-        return late
-    return None
+def overdue_from(job: JobView, default_grace: float) -> float:
+    """A poll time before which :func:`overdue` never finds ``job`` overdue: its next fire time
+    plus grace, a second early (and a little more at large magnitudes) so that float rounding
+    never hides one. What is kept per job to ask the rule only of the jobs that may be overdue
+    (inf for a paused job; NaN, never asked, for a next fire time that is not a number)."""
+    when = job.next_run_time
+    if when is None:
+        return math.inf
+    grace = job.misfire_grace_time
+    due = when + (grace if grace is not None else default_grace)
+    return due - 1.0 - abs(due) * 1e-9
 
 
 def overdue_jobs(snapshot: StoreSnapshot, default_grace: float) -> list[JobView]:
     """Active jobs whose next fire time had passed by more than their grace when polled."""
     return [job for job, _ in overdue(snapshot.jobs, snapshot.taken_at, default_grace)]
-
-
-def overdue_count(snapshot: StoreSnapshot, default_grace: float) -> int:
-    """``len(overdue_jobs(snapshot, default_grace))`` without building the list."""
-    return sum(1 for _ in overdue(snapshot.jobs, snapshot.taken_at, default_grace))

@@ -7,10 +7,9 @@ values. ``families.py`` says which function feeds which family.
 
 from __future__ import annotations
 
-import math
-import operator
 from collections.abc import Callable, Iterable, Mapping
 
+from exporter.sidecar import health
 from exporter.sidecar.metrics.table import (
     Histogram,
     PerJob,
@@ -58,17 +57,12 @@ def grace(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sample]:
 
 
 def overdue_due(view: JobView, settings: Settings) -> float:
-    """From when on ``overdue_seconds`` may concern the job: its next fire time plus grace, a
-    second early (and a little more at large magnitudes) so float rounding never hides one."""
-    if view.next_run_time is None:
-        return math.inf
-    grace = view.misfire_grace_time
-    due = view.next_run_time + (grace if grace is not None else settings.default_grace)
-    return due - 1.0 - abs(due) * 1e-9
+    """From when on ``overdue_seconds`` may concern the job (``health.overdue_from``)."""
+    return health.overdue_from(view, settings.default_grace)
 
 
 def overdue_seconds(store: Store, job: JobView, runs: JobRuns | None) -> Iterable[Sample]:
-    late = store.overdue_by(job)
+    late = store.overdue.get(job.id)
     return () if late is None else ((NO_LABELS, late),)
 
 
@@ -130,10 +124,7 @@ def jobs_overdue(store: Store) -> Iterable[Sample]:
 
 
 def text_replaced(store: Store) -> Iterable[Sample]:
-    return (((store.name,), sum(map(_TEXT_REPLACED, store.snap.jobs))),)
-
-
-_TEXT_REPLACED = operator.attrgetter("text_replaced")
+    return (((store.name,), store.text_replaced_jobs),)
 
 
 def backup_info(store: Store) -> Iterable[Sample]:

@@ -31,6 +31,7 @@ from typing import TypeVar
 
 from prometheus_client.utils import floatToGoString
 
+from exporter.sidecar import health
 from exporter.sidecar.metrics.families import FAMILIES
 from exporter.sidecar.metrics.table import (
     Family,
@@ -50,6 +51,9 @@ _KEPT_INDEX = {id(family): index for index, family in enumerate(KEPT)}
 # Per-job families judged against the poll time: asked every poll, for the jobs they may concern.
 VOLATILE = tuple(f for f in STATIC if f.per_job is not None and f.volatile)
 _T = TypeVar("_T")
+_NEXT_RUN_TIME = operator.attrgetter("next_run_time")
+_TEXT_REPLACED = operator.attrgetter("text_replaced")
+_NOT_FOUND: tuple[float, list[int]] = (math.nan, [])  # NaN equals no poll time
 
 BLOCK = 1024
 """Rows per gzip member of a column: a poll recompresses the blocks whose bytes changed."""
@@ -137,7 +141,10 @@ class _StoreLines:
         self.position: dict[str, int] = {}
         self.members: list[list[bytes]] = [[] for _ in KEPT]  # per column, per block
         self.lengths: list[array[int]] = [array("I") for _ in KEPT]  # per column, per row
-        self.due = array("d")  # per job: no volatile sample before this poll time
+        self.due = array("d")  # per job: not overdue, and no volatile sample, before this time
+        self.paused = 0  # jobs without a next run time
+        self.replaced = 0  # jobs whose row's text was replaced
+        self._due_found: tuple[float, list[int]] = _NOT_FOUND  # (poll time, rows due by then)
         self.encoded = 0  # jobs encoded again by the last update (for the bench and the tests)
 
     def update(self, store: Store) -> None:
@@ -166,13 +173,19 @@ class _StoreLines:
             # The same jobs in the same order (the usual poll): rewrite the changed rows.
             position = self.position
             dirty = {i for i in changed if views[i] != old[i]}
+            for i in dirty:
+                self.paused += (views[i].next_run_time is None) - (old[i].next_run_time is None)
+                self.replaced += views[i].text_replaced - old[i].text_replaced
             dirty.update(position[job] for job in touched if job in position)
             self._rewrite(store, sorted(dirty), views, runs)
             self.encoded = len(dirty)
         else:
             self._rebuild(store, views, runs, touched)
+            self.paused = list(map(_NEXT_RUN_TIME, views)).count(None)
+            self.replaced = sum(map(_TEXT_REPLACED, views))
         self.views = views
         self.runs = runs
+        self._due_found = _NOT_FOUND
 
     def _rewrite(
         self, store: Store, rows: list[int], views: tuple[JobView, ...], runs: dict[str, JobRuns]
@@ -274,14 +287,30 @@ class _StoreLines:
     def volatile(self, family: Family, store: Store) -> Iterable[Sample]:
         """The samples of a volatile per-job family: only jobs that may have one are asked."""
         assert family.per_job is not None
-        due, views, now = self.due, self.views, store.snap.taken_at
-        if not due or not min(due) <= now:
-            return  # NaN-safe: a job whose due time is NaN is never asked
-        runs = self.runs
-        for i in itertools.compress(range(len(due)), map(operator.le, due, itertools.repeat(now))):
+        views, runs = self.views, self.runs
+        for i in self._due_at(store.snap.taken_at):
             view = views[i]
             for extra, value in family.per_job(store, view, runs.get(view.id)):
                 yield (store.name, view.id, *extra), value
+
+    def overdue(self, store: Store) -> dict[str, float]:
+        """The jobs overdue at the poll, by id, with how far past: ``health``'s rule, asked only
+        of the jobs that may be."""
+        snap, views = store.snap, self.views
+        may_be = map(views.__getitem__, self._due_at(snap.taken_at))
+        found = health.overdue(may_be, snap.taken_at, store.settings.default_grace)
+        return {job.id: late for job, late in found}
+
+    def _due_at(self, now: float) -> list[int]:
+        """The rows whose due time has come by ``now``, found in C (a NaN due time never
+        comes); kept for the poll's other asker (the overdue count, the volatile family)."""
+        if self._due_found[0] != now:
+            due = self.due
+            found = itertools.compress(
+                range(len(due)), map(operator.le, due, itertools.repeat(now))
+            )
+            self._due_found = (now, list(found))
+        return self._due_found[1]
 
 
 def _pick(cells: list[_T], picks: list[int]) -> list[_T]:
@@ -293,8 +322,10 @@ def _pick(cells: list[_T], picks: list[int]) -> list[_T]:
 
 
 def _due(view: JobView, settings: Settings) -> float:
-    """The earliest poll time at which a volatile family may give this job a sample."""
-    return min((family.due(view, settings) for family in VOLATILE), default=math.inf)
+    """The earliest poll time at which this job may be overdue or a volatile family may give it
+    a sample."""
+    overdue = health.overdue_from(view, settings.default_grace)
+    return min([overdue, *(family.due(view, settings) for family in VOLATILE)])
 
 
 _EMPTY = b""
@@ -439,6 +470,8 @@ class MetricStore:
         for store in stores:
             lines = previous.pop(store.name, None) or _StoreLines()
             lines.update(store)
+            if store.snap.series_jobs is store.snap.jobs:  # the kept lines follow every job
+                store.counted(lines.paused, lines.replaced, lines.overdue(store))
             kept.setdefault(store.name, lines)
             ordered.append(lines)
         self._stores = kept  # a store gone from the configuration leaves with its lines

@@ -64,6 +64,7 @@ class Settings:
 
 
 _NEXT_RUN_TIME = operator.attrgetter("next_run_time")
+_TEXT_REPLACED = operator.attrgetter("text_replaced")
 
 
 class Store:
@@ -99,13 +100,28 @@ class Store:
         return list(map(_NEXT_RUN_TIME, self.snap.jobs)).count(None)
 
     @cached_property
-    def overdue_count(self) -> int:
-        """Active jobs overdue at the poll (``health``'s rule, counted in one pass)."""
-        return health.overdue_count(self.snap, self.settings.default_grace)
+    def text_replaced_jobs(self) -> int:
+        """Jobs whose row held text no encoder accepts (replaced when decoded)."""
+        return sum(map(_TEXT_REPLACED, self.snap.jobs))
 
-    def overdue_by(self, job: JobView) -> float | None:
-        """How far past its next fire time ``job`` was at the poll, if beyond its grace."""
-        return health.overdue_by(job, self.snap.taken_at, self.settings.default_grace)
+    @cached_property
+    def overdue(self) -> dict[str, float]:
+        """Active jobs overdue at the poll, by id, with how far past their next fire time
+        (``health``'s rule, in one pass): read by the count and by each job's overdue seconds."""
+        snap = self.snap
+        found = health.overdue(snap.jobs, snap.taken_at, self.settings.default_grace)
+        return {job.id: late for job, late in found}
+
+    @property
+    def overdue_count(self) -> int:
+        return len(self.overdue)
+
+    def counted(self, paused: int, text_replaced: int, overdue: dict[str, float]) -> None:
+        """Take what is otherwise a pass over every job from a caller that keeps it poll by poll
+        (the metric store, which looks only at the jobs that changed, and asks the overdue rule
+        only of the jobs that may be overdue): at 10k jobs the three passes were a third of a
+        render after a poll that changed 1% of the jobs."""
+        self.__dict__.update(paused_jobs=paused, text_replaced_jobs=text_replaced, overdue=overdue)
 
 
 PerJob = Callable[[Store, JobView, JobRuns | None], Iterable[Sample]]
