@@ -14,23 +14,19 @@ samples.
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import operator
 import time
 from collections.abc import Callable, Iterable, Iterator
 
 from exporter.sidecar import pacing
+from exporter.sidecar.metrics import gzip_members
 from exporter.sidecar.metrics.families import family
 from exporter.sidecar.metrics.table import escape
 from exporter.sidecar.snapshot import JobView, StoreSnapshot
 
 DELTA = family("apscheduler_job_next_run_delta_seconds")
 HEADER = f"# HELP {DELTA.name} {DELTA.help}\n# TYPE {DELTA.name} {DELTA.kind}\n"
-
-GZIP_LEVEL = 3
-"""Fast over small: every second compresses a line per job again (at 10k jobs 2.9 ms at level 3
-against 6.4 ms at level 5, for 73 KB against 62 KB)."""
 
 _next_run = operator.attrgetter("next_run_time")
 _id = operator.attrgetter("id")
@@ -130,7 +126,7 @@ class DeltaLines:
             now = self._now
         else:
             now = self.clock()
-        self._gzipped = gzip.compress(render(self._follow(inputs), now), GZIP_LEVEL, mtime=0)
+        self._gzipped = gzip_members.compress(render(self._follow(inputs), now))
         self._now, self._inputs = now, inputs
         return self._gzipped
 

@@ -19,12 +19,10 @@ the two to each other on random snapshots.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import itertools
 import math
 import operator
 import threading
-import zlib
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
@@ -32,6 +30,7 @@ from typing import TypeVar
 from prometheus_client.utils import floatToGoString
 
 from exporter.sidecar import health
+from exporter.sidecar.metrics import gzip_members
 from exporter.sidecar.metrics.families import FAMILIES
 from exporter.sidecar.metrics.table import (
     Family,
@@ -57,16 +56,6 @@ _NOT_FOUND: tuple[float, list[int]] = (math.nan, [])  # NaN equals no poll time
 
 BLOCK = 1024
 """Rows per gzip member of a column: a poll recompresses the blocks whose bytes changed."""
-GZIP_LEVEL = 3
-"""Half the time of level 5 for a fifth more bytes: a poll that changed 1% of the jobs, spread
-over the store, recompresses every block of the columns they touched (at 10k jobs the
-``apscheduler_job_info`` column alone is 1.65 MB: 5.1 ms at level 3, 10.5 ms at level 5, for
-121 KB against 101 KB)."""
-
-
-def gzipped(data: bytes) -> bytes:
-    """One gzip member, dated 0 so that equal bytes compress to equal bytes."""
-    return gzip.compress(data, GZIP_LEVEL, mtime=0)
 
 
 def _line(name: str, labels: Iterable[tuple[str, str]], value: float) -> str:
@@ -333,11 +322,11 @@ _EMPTY = b""
 
 def _deflate(lines: bytes) -> bytes:
     """A block's gzip member; a block without lines has none."""
-    return gzipped(lines) if lines else _EMPTY
+    return gzip_members.compress(lines) if lines else _EMPTY
 
 
 def _inflate(member: bytes) -> bytes:
-    return zlib.decompress(member, 31) if member else _EMPTY  # 31: one gzip member
+    return gzip_members.inflate(member) if member else _EMPTY
 
 
 def _encode_job(
@@ -401,7 +390,7 @@ class MetricStore:
         self._small_gzipped: dict[int, bytes] = {}
         self._headers = {flag: [header(f, flag) for f in STATIC] for flag in (False, True)}
         self._gzipped_headers = {
-            flag: [gzipped(head) for head in heads] for flag, heads in self._headers.items()
+            flag: list(map(gzip_members.compress, heads)) for flag, heads in self._headers.items()
         }
 
     def render(self, openmetrics: bool) -> bytes:
@@ -437,7 +426,7 @@ class MetricStore:
                     if lines:
                         small = self._small_gzipped.get(k)
                         if small is None:
-                            small = self._small_gzipped[k] = gzipped(lines)
+                            small = self._small_gzipped[k] = gzip_members.compress(lines)
                         chunks.append(small)
                     continue
                 index = _KEPT_INDEX[id(family)]
