@@ -102,3 +102,35 @@ def test_a_store_larger_than_a_slice_gets_every_line_once() -> None:
     assert len(expected) == count
     assert as_text == expected
     assert as_openmetrics == expected
+
+
+def test_a_poll_that_moves_some_next_run_times_moves_those_lines() -> None:
+    """The usual poll: the same jobs in the same order, some of them ran (a new next run time),
+    were renamed (a new view, the same line) or were paused and resumed. Each render has every
+    job's line with the value of its latest next run time, as prometheus_client writes it."""
+    jobs = [
+        JobView(id=job_id, next_run_time=2000.0 + i, decoded=True, name=f"n{i}")
+        for i, job_id in enumerate(["a", 'we"ird', "c", "d", "e"])
+    ]
+    snaps: list[StoreSnapshot] = []
+    deltas = DeltaLines(lambda: snaps, clock=lambda: 1000.0)
+    polls: list[dict[int, float | None | str]] = [
+        {},
+        {0: 3000.5, 3: 2500.25},  # two ran
+        {1: 4000.0, 2: "renamed"},  # the one whose id needs escaping ran; one renamed
+        {4: None},  # paused: its line goes
+        {4: 2600.0, 0: 3100.0},  # resumed, and another ran
+        {2: None, 3: 2700.0},
+    ]
+    for step, moves in enumerate(polls):
+        for i, move in moves.items():
+            if move == "renamed":
+                jobs[i] = replace(jobs[i], name=f"{jobs[i].name} (renamed)")
+            else:
+                jobs[i] = replace(jobs[i], next_run_time=move)  # type: ignore[arg-type]
+        snaps[:] = [StoreSnapshot("default", float(step), jobs=tuple(jobs), ever_succeeded=True)]
+        as_text, as_openmetrics = mine(deltas())
+        expected = reference(snaps, 1000.0)
+        assert len(expected) == sum(job.next_run_time is not None for job in jobs)
+        assert as_text == expected
+        assert as_openmetrics == expected
