@@ -213,9 +213,10 @@ def table_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
                  "", "")
             )  # fmt: skip
             if render.get("after_change_ms") is not None:
+                low, high = render.get("after_change_range_ms") or ("?", "?")
                 rows.append(
-                    ("render after 1% changed ms", *at, _n(render["after_change_ms"], 1),
-                     "", "", "", "")
+                    ("render after 1% changed ms (median of 5; range)", *at,
+                     f"{_n(render['after_change_ms'], 1)} ({low}-{high})", "", "", "", "")
                 )  # fmt: skip
             rows.append(
                 ("cached scrape, in process ms", *at, f"{render['cached_scrape_ms']:.3f}",

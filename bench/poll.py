@@ -14,7 +14,8 @@ heartbeat tables, which in a steady state return nothing new):
 
 Then the same sidecar's renderers (`Sidecar.bodies`) on the polled snapshot: a render after a
 poll (everything), a render of the clock part alone (what changes every second), a scrape
-served from cache, and a render after a poll in which 1% of the jobs changed.
+served from cache, and a render after a poll in which 1% of the jobs changed (the median of
+five such polls, each changing other rows, with the fastest and slowest beside it).
 
     python -m bench.poll URL [--rounds 7]
 """
@@ -95,7 +96,7 @@ def measure(url: str, rounds: int = 7, changed_rounds: int = 3) -> dict[str, Any
         result["ratio_steady"] = round(result["steady_ms"] / result["floor_ms"], 2)
         result["ratio_changed"] = round(result["changed_ms"] / result["floor_ms"], 2)
         try:
-            change = lambda: change_states(url, 0.01, round_=changed_rounds + 1)  # noqa: E731
+            change = lambda n: change_states(url, 0.01, round_=changed_rounds + 1 + n)  # noqa: E731
             result["render"] = asyncio.run(render_costs(sidecar, change))
         except Exception as exc:  # noqa: BLE001 - internal API; report rather than fail the suite
             result["render"] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -105,9 +106,13 @@ def measure(url: str, rounds: int = 7, changed_rounds: int = 3) -> dict[str, Any
     return result
 
 
-async def render_costs(sidecar: Sidecar, change: Any = None) -> dict[str, Any]:
+async def render_costs(
+    sidecar: Sidecar, change: Any = None, change_rounds: int = 5
+) -> dict[str, Any]:
     """What `serve` spends on bodies: after a poll, after a poll in which 1% of the jobs
-    changed (``change()`` rewrites them), each second, and per cached scrape."""
+    changed (``change(n)`` rewrites them, other rows each round; the median of
+    ``change_rounds``, a single render being at the mercy of whatever else the machine does),
+    each second, and per cached scrape."""
     fake_clock = [0.0]
     sidecar.bodies.clock = lambda: fake_clock[0]
     await sidecar.bodies.get(ACCEPT)  # warm
@@ -121,15 +126,23 @@ async def render_costs(sidecar: Sidecar, change: Any = None) -> dict[str, Any]:
         fake_clock[0] += 10.0
         clock_renders.append(await _atimed(sidecar.bodies.refresh()))
     cached = [await _atimed(sidecar.bodies.get(ACCEPT)) for _ in range(50)]
-    after_change = None
-    if change is not None:
-        change()
+    after_change = []
+    for n in range(change_rounds if change is not None else 0):
+        change(n)
         sidecar.pollers[0].poll()
         _freeze(sidecar)
-        after_change = await _atimed(sidecar.bodies.refresh())
+        after_change.append(await _atimed(sidecar.bodies.refresh()))
     return {
         "after_poll_ms": round(after_poll * 1000, 1),
-        "after_change_ms": None if after_change is None else round(after_change * 1000, 1),
+        "after_change_ms": round(statistics.median(after_change) * 1000, 1)
+        if after_change
+        else None,
+        "after_change_range_ms": [
+            round(min(after_change) * 1000, 1),
+            round(max(after_change) * 1000, 1),
+        ]
+        if after_change
+        else None,
         "clock_part_ms": round(statistics.median(clock_renders) * 1000, 1),
         "cached_scrape_ms": round(statistics.median(cached) * 1000, 3),
     }
