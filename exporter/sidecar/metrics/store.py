@@ -38,8 +38,11 @@ from exporter.sidecar.metrics.table import (
     Sample,
     Settings,
     Store,
+    count_paused,
+    count_text_replaced,
     escape,
     fields_read,
+    overdue_by_id,
 )
 from exporter.sidecar.snapshot import JobRuns, JobView, StoreSnapshot
 
@@ -50,8 +53,6 @@ _KEPT_INDEX = {id(family): index for index, family in enumerate(KEPT)}
 # Per-job families judged against the poll time: asked every poll, for the jobs they may concern.
 VOLATILE = tuple(f for f in STATIC if f.per_job is not None and f.volatile)
 _T = TypeVar("_T")
-_NEXT_RUN_TIME = operator.attrgetter("next_run_time")
-_TEXT_REPLACED = operator.attrgetter("text_replaced")
 _NOT_FOUND: tuple[float, list[int]] = (math.nan, [])  # NaN equals no poll time
 
 BLOCK = 1024
@@ -170,8 +171,8 @@ class _StoreLines:
             self.encoded = len(dirty)
         else:
             self._rebuild(store, views, runs, touched)
-            self.paused = list(map(_NEXT_RUN_TIME, views)).count(None)
-            self.replaced = sum(map(_TEXT_REPLACED, views))
+            self.paused = count_paused(views)
+            self.replaced = count_text_replaced(views)
         self.views = views
         self.runs = runs
         self._due_found = _NOT_FOUND
@@ -287,8 +288,7 @@ class _StoreLines:
         of the jobs that may be."""
         snap, views = store.snap, self.views
         may_be = map(views.__getitem__, self._due_at(snap.taken_at))
-        found = health.overdue(may_be, snap.taken_at, store.settings.default_grace)
-        return {job.id: late for job, late in found}
+        return overdue_by_id(may_be, snap.taken_at, store.settings.default_grace)
 
     def _due_at(self, now: float) -> list[int]:
         """The rows whose due time has come by ``now``, found in C (a NaN due time never

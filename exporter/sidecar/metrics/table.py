@@ -67,6 +67,24 @@ _NEXT_RUN_TIME = operator.attrgetter("next_run_time")
 _TEXT_REPLACED = operator.attrgetter("text_replaced")
 
 
+def count_paused(jobs: Iterable[JobView]) -> int:
+    """Jobs without a next fire time (counted in C: a store may hold 100k jobs)."""
+    return list(map(_NEXT_RUN_TIME, jobs)).count(None)
+
+
+def count_text_replaced(jobs: Iterable[JobView]) -> int:
+    """Jobs whose row held text no encoder accepts (replaced when decoded)."""
+    return sum(map(_TEXT_REPLACED, jobs))
+
+
+def overdue_by_id(
+    jobs: Iterable[JobView], taken_at: float, default_grace: float
+) -> dict[str, float]:
+    """The jobs of ``jobs`` overdue at ``taken_at``, by id, with how far past their next fire
+    time (``health``'s rule)."""
+    return {job.id: late for job, late in health.overdue(jobs, taken_at, default_grace)}
+
+
 class Store:
     """One snapshot at one render, with what several families derive from it computed once."""
 
@@ -96,21 +114,17 @@ class Store:
 
     @cached_property
     def paused_jobs(self) -> int:
-        """Jobs without a next fire time (counted in C: a store may hold 100k jobs)."""
-        return list(map(_NEXT_RUN_TIME, self.snap.jobs)).count(None)
+        return count_paused(self.snap.jobs)
 
     @cached_property
     def text_replaced_jobs(self) -> int:
-        """Jobs whose row held text no encoder accepts (replaced when decoded)."""
-        return sum(map(_TEXT_REPLACED, self.snap.jobs))
+        return count_text_replaced(self.snap.jobs)
 
     @cached_property
     def overdue(self) -> dict[str, float]:
         """Active jobs overdue at the poll, by id, with how far past their next fire time
         (``health``'s rule, in one pass): read by the count and by each job's overdue seconds."""
-        snap = self.snap
-        found = health.overdue(snap.jobs, snap.taken_at, self.settings.default_grace)
-        return {job.id: late for job, late in found}
+        return overdue_by_id(self.snap.jobs, self.snap.taken_at, self.settings.default_grace)
 
     @property
     def overdue_count(self) -> int:
