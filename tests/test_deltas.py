@@ -9,6 +9,8 @@ the same order with the same values, in both formats, and never a line of a job 
 from __future__ import annotations
 
 import gzip
+import math
+import re
 from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
@@ -134,3 +136,41 @@ def test_a_poll_that_moves_some_next_run_times_moves_those_lines() -> None:
         assert len(expected) == sum(job.next_run_time is not None for job in jobs)
         assert as_text == expected
         assert as_openmetrics == expected
+
+
+def spelled(text: str, name: str) -> dict[str, str]:
+    """Each job's value in the family ``name`` of ``text``, as written."""
+    found = re.findall(rf'^{name}{{[^\n]*job_id="([^"]*)"[^\n]*}} (\S+)$', text, re.M)
+    return dict(found)
+
+
+def test_a_next_run_time_that_is_not_a_number_is_spelled_as_the_static_part_spells_it() -> None:
+    """A next run time column can hold infinity or NaN (a PostgreSQL double, an SQLite real).
+    Its delta line then reads ``+Inf``, ``-Inf`` or ``NaN``, as prometheus_client writes them
+    and as the same job's ``apscheduler_job_next_run_timestamp_seconds`` reads in the static
+    part, not Python's ``inf``/``nan``; on a full render and after a poll that moved one job."""
+    jobs = [JobView(id=i, next_run_time=1010.5, decoded=True) for i in ("fin", "up", "down", "nan")]
+    snaps: list[StoreSnapshot] = []
+    deltas = DeltaLines(lambda: snaps, clock=lambda: 1000.0)
+
+    def poll(step: int, **moves: float) -> dict[str, str]:
+        for i, job in enumerate(jobs):
+            if job.id in moves:
+                jobs[i] = replace(job, next_run_time=moves[job.id])
+        snaps[:] = [StoreSnapshot("default", float(step), jobs=tuple(jobs), ever_succeeded=True)]
+        return spelled(gzip.decompress(deltas()).decode(), DELTA.name)
+
+    assert poll(0) == {"fin": "10.5", "up": "10.5", "down": "10.5", "nan": "10.5"}
+    # The same jobs, three moved: the poll that updates their lines in place.
+    assert poll(1, up=math.inf, down=-math.inf, nan=math.nan) == {
+        "fin": "10.5", "up": "+Inf", "down": "-Inf", "nan": "NaN"
+    }  # fmt: skip
+    # A job gone: every line made again.
+    del jobs[0]
+    assert poll(2, up=1001.0) == {"up": "1.0", "down": "-Inf", "nan": "NaN"}
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: snaps, default_grace=GRACE, clock=lambda: 1000.0))
+    static = spelled(
+        generate_openmetrics(registry).decode(), "apscheduler_job_next_run_timestamp_seconds"
+    )
+    assert static == {"up": "1001.0", "down": "-Inf", "nan": "NaN"}

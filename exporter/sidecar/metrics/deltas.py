@@ -7,7 +7,8 @@ changes from one second to the next is only the number: so each job's text befor
 escaped labels) is kept, made again only for jobs that are new to the store, and a render is a
 subtraction, a ``repr`` and a join, all run by C loops over lists (``map``, ``zip``, ``join``)
 with no Python frame per job. The lines are the same in the text format and OpenMetrics (a
-gauge, label values escaped alike), and the same bytes as a line-by-line format (``{value!r}``):
+gauge, label values escaped alike), and the same bytes as a line-by-line format (``{value!r}``,
+and ``+Inf``, ``-Inf``, ``NaN`` as prometheus_client spells them):
 ``tests/test_deltas.py`` holds the two to each other, and both to ``prometheus_client``'s
 samples.
 """
@@ -15,6 +16,7 @@ samples.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 import time
 from array import array
@@ -47,6 +49,7 @@ class _StoreLines:
         self.ids: list[str] = []
         self.times: list[float] = []
         self.line_of = array("l")  # per view: the index of its line, or -1 (no next run)
+        self.odd = False  # some next run time is infinite or NaN: numbers go through `number`
 
     def update(self, views: tuple[JobView, ...]) -> None:
         """Follow a new poll's series jobs. An unchanged poll (the very same tuple) costs
@@ -69,11 +72,13 @@ class _StoreLines:
                         # The new view's id (the same text): the old view's may now be freed.
                         self.ids[line_of[i]] = escape(views[i].id)
                         self.times[line_of[i]] = when
+                        self.odd = self.odd or not math.isfinite(when)
                 self.views = views
                 return
         timed = [view for view in views if view.next_run_time is not None]
         self.ids = list(map(escape, map(_id, timed)))
         self.times = list(map(_next_run, timed))
+        self.odd = not all(map(math.isfinite, self.times))
         lines = itertools.count()
         # An array, not a list: 10k int objects would be 300 KB.
         self.line_of = array("l", [-1 if v.next_run_time is None else next(lines) for v in views])
@@ -83,12 +88,13 @@ class _StoreLines:
         """The store's lines at ``now``, joined a slice of jobs at a time (see ``SLICE``), with a
         pause between slices (``pacing.pause``)."""
         ids, times, at = self.ids, self.times, itertools.repeat(now)
+        text = number if self.odd else repr  # repr, a C call per job, spells inf and nan wrong
         prefix, close = itertools.repeat(self.prefix), itertools.repeat(_CLOSE)
         for start in range(0, len(ids), SLICE):
             if start:
                 pacing.pause()
             end = start + SLICE
-            values = map(repr, map(operator.sub, times[start:end], at))
+            values = map(text, map(operator.sub, times[start:end], at))
             yield "".join(
                 itertools.chain.from_iterable(
                     zip(prefix, ids[start:end], close, values, strict=False)
@@ -97,6 +103,18 @@ class _StoreLines:
 
 
 _CLOSE = '"} '
+
+
+def number(value: float) -> str:
+    """``value`` as the exposition formats spell it: ``repr`` for a finite number, and
+    ``+Inf``, ``-Inf`` or ``NaN`` (which the static part writes too) for the rest. A next run
+    time column can hold those (PostgreSQL's and SQLite's floats do), and a delta from one is
+    one of them."""
+    if math.isfinite(value):
+        return repr(value)
+    if math.isnan(value):
+        return "NaN"
+    return "+Inf" if value > 0 else "-Inf"
 
 
 SLICE = 256
