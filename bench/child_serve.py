@@ -132,7 +132,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-plain", action="store_true", help="gzip only (no decompression)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    memory.use_system_allocator()  # both processes, as `serve` runs
     if args.worker:
         worker(args.db_url, args.poll_interval)
         return

@@ -62,7 +62,7 @@ def add_runs(engine: sa.Engine, table: sa.Table, count: int, base: int) -> list[
                 for i in range(count)
             ],
         )  # fmt: skip
-        last = conn.execute(sa.select(sa.func.max(table.c.id))).scalar()
+        last = conn.execute(sa.select(sa.func.max(table.c.id))).scalar_one()
     return list(range(int(last) - count + 1, int(last) + 1))
 
 

@@ -65,7 +65,7 @@ class GcTimer:
 
 def _where(frame: Any) -> str:
     """The innermost frames of a thread, the exporter's own first: ``module:function``."""
-    parts = []
+    parts: list[str] = []
     while frame is not None and len(parts) < 4:
         code = frame.f_code
         module = code.co_filename.rsplit("/", 2)

@@ -319,7 +319,6 @@ def make_runner(
         max_connections=settings.web_max_connections,
     )
     connections = Connections(limits, tls)
-    app.middlewares.insert(0, connections.middleware)  # outermost: a request in auth is busy
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.idle_timeout)
     return runner, connections
 
