@@ -332,7 +332,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 and 10k jobs, shorter loads")
     parser.add_argument("--sizes", help="store sizes, e.g. 100,10000,100000")
-    parser.add_argument("--seconds", type=float, help="wrk seconds per server [12; quick 4]")
+    parser.add_argument(
+        "--seconds", type=float, help="wrk seconds per server, in runs of 4 s [24; quick 4 in 2]"
+    )
     parser.add_argument("--history-sizes", help="history table sizes [100000,1000000; quick 1e5]")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1/postgres")
     parser.add_argument("--no-recorder", action="store_true")
@@ -348,8 +350,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     quick = args.quick
     sizes_text = args.sizes or ("100,10000" if quick else "100,10000,100000")
     sizes = [int(float(s)) for s in sizes_text.split(",")]
-    seconds = args.seconds or (4.0 if quick else 12.0)
-    repeats = 2 if quick else 3
+    seconds = args.seconds or (4.0 if quick else 24.0)
+    # Runs of 4 s, exporter and floor in turn: one run's ratio moved by 0.05 either way at 10k,
+    # and six pairs halve what three left of that in the mean.
+    repeats = 2 if quick else max(1, round(seconds / 4))
     history_sizes = [
         int(float(s)) for s in (args.history_sizes or ("1e5" if quick else "1e5,1e6")).split(",")
     ]
