@@ -7,7 +7,7 @@ serving that same body with the same headers (bench/floor_server.py), gets the s
 alternating with the exporter's. The exporter's VmRSS is read after the load (several polls and
 thousands of scrapes in); the floor's VmRSS is that of an aiohttp process holding the body.
 
-    python -m bench.scrape URL [--seconds 10] [--identity] [--child]
+    python -m bench.scrape URL [--seconds 24] [--repeats 6] [--identity] [--child]
 """
 
 from __future__ import annotations
@@ -249,13 +249,16 @@ def measure(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=24, help="wrk seconds per server")
+    parser.add_argument("--repeats", type=int, default=6, help="runs per server, alternating")
     parser.add_argument("--identity", action="store_true", help="scrape without gzip")
     parser.add_argument(
         "--child", action="store_true", help="measure bench/child_serve.py instead of serve"
     )
     args = parser.parse_args(argv)
-    result = measure(args.url, args.seconds, identity=args.identity, child=args.child)
+    result = measure(
+        args.url, args.seconds, repeats=args.repeats, identity=args.identity, child=args.child
+    )
     print(json.dumps(result, indent=2))
 
 
