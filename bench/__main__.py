@@ -185,6 +185,16 @@ def table_rows(summary: dict[str, Any]) -> list[tuple[str, ...]]:
              f"{s['ratio_p99']:.2f}", target_p99,
              _verdict(s["ratio_p99"] <= TARGET_P99_RATIO) if target_p99 else "")
         )  # fmt: skip
+        for who, key in (
+            ("server", "server_cpu_us_per_request"),
+            ("wrk", "wrk_cpu_us_per_request"),
+        ):
+            mine, floor = e.get(key), f.get(key)
+            if mine is not None and floor is not None:
+                rows.append(
+                    (f"  {who} CPU us per request", *at, _n(mine, 1), _n(floor, 1),
+                     f"{mine / floor:.2f}" if floor else "", "", "")
+                )  # fmt: skip
         errors = (e["socket_errors"] or "none", f["socket_errors"] or "none")
         rows.append(("  wrk socket errors", *at, *errors, "", "", ""))
         rows.append(

@@ -4,8 +4,10 @@ For one store: runs `python -m exporter serve` as a subprocess (poll interval 2 
 during the load), waits for /readyz, takes the body Prometheus would get (text and gzip sizes),
 then runs `wrk` against it with the headers Prometheus sends. The floor, a tiny aiohttp process
 serving that same body with the same headers (bench/floor_server.py), gets the same wrk runs,
-alternating with the exporter's. The exporter's VmRSS is read after the load (several polls and
-thousands of scrapes in); the floor's VmRSS is that of an aiohttp process holding the body.
+alternating with the exporter's. Beside each run's req/s and latency: the CPU time per request
+of the server (all its threads) and of wrk, which share the 2 cores. The exporter's VmRSS is
+read after the load (several polls and thousands of scrapes in); the floor's VmRSS is that of
+an aiohttp process holding the body.
 
     python -m bench.scrape URL [--seconds 24] [--repeats 6] [--identity] [--child]
 """
@@ -18,6 +20,7 @@ import gzip
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -28,7 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,30 @@ def running(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process (all its threads) and its children."""
+    total = 0
+    for each in (pid, *_children(pid)):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def loaded(server_pid: int, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run`` (one wrk run), with the CPU time per request of the server and of wrk beside it:
+    on these 2 cores both share the CPU, so what either spends per scrape is scrapes lost."""
+    server, client = cpu_seconds(server_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    requests = max(1, result["requests"])
+    client_s = after.ru_utime + after.ru_stime - client.ru_utime - client.ru_stime
+    result["server_cpu_us_per_request"] = round(
+        (cpu_seconds(server_pid) - server) / requests * 1e6, 1
+    )
+    result["wrk_cpu_us_per_request"] = round(client_s / requests * 1e6, 1)
+    return result
 
 
 def proc_memory(pid: int) -> dict[str, float]:
@@ -214,10 +241,17 @@ def measure(
                     status, (_, body) = get(f"{floor_base}/metrics", HEADERS)
                     assert status == 200 and body == gzipped, "the floor must serve the same bytes"
                     for _ in range(repeats):
-                        runs["exporter"].append(wrk(f"{base}/metrics", each, headers=load))
+                        runs["exporter"].append(
+                            loaded(process.pid, lambda: wrk(f"{base}/metrics", each, headers=load))
+                        )
                         os.killpg(process.pid, signal.SIGSTOP)  # its children too
                         try:
-                            runs["floor"].append(wrk(f"{floor_base}/metrics", each, headers=load))
+                            runs["floor"].append(
+                                loaded(
+                                    floor_process.pid,
+                                    lambda: wrk(f"{floor_base}/metrics", each, headers=load),
+                                )
+                            )
                         finally:
                             os.killpg(process.pid, signal.SIGCONT)
                     result["floor_memory"] = proc_memory(floor_process.pid)
@@ -233,6 +267,12 @@ def measure(
             "req_per_s": round(statistics.mean(r["req_per_s"] for r in each_run), 1),
             "p50_ms": statistics.median(r["p50_ms"] for r in each_run),
             "p99_ms": statistics.median(r["p99_ms"] for r in each_run),
+            "server_cpu_us_per_request": round(
+                statistics.median(r["server_cpu_us_per_request"] for r in each_run), 1
+            ),
+            "wrk_cpu_us_per_request": round(
+                statistics.median(r["wrk_cpu_us_per_request"] for r in each_run), 1
+            ),
             "requests": sum(r["requests"] for r in each_run),
             "non_2xx": sum(r["non_2xx"] for r in each_run),
             "socket_errors": "; ".join(r["socket_errors"] for r in each_run if r["socket_errors"]),
