@@ -1,6 +1,6 @@
 """The benchmark suite: every benchmark, one table, each number beside its floor from the same run.
 
-    python -m bench            # 100, 10k and 100k jobs on SQLite and PostgreSQL (~6 min, 2 cores)
+    python -m bench            # 100, 10k and 100k jobs on SQLite and PostgreSQL (~8.5 min, 2 cores)
     python -m bench --quick    # 100 and 10k jobs, shorter loads (~1.5 min)
     python -m bench --pages    # also the job pages at the history sizes (bench/pages.py)
 
