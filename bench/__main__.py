@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sizes = [int(float(s)) for s in sizes_text.split(",")]
     seconds = args.seconds or (4.0 if quick else 24.0)
     # Runs of 4 s, exporter and floor in turn: one run's ratio moved by 0.05 either way at 10k,
-    # and six pairs halve what three left of that in the mean.
+    # and the mean of six pairs spreads 1.4 times less than that of three.
     repeats = 2 if quick else max(1, round(seconds / 4))
     history_sizes = [
         int(float(s)) for s in (args.history_sizes or ("1e5" if quick else "1e5,1e6")).split(",")
