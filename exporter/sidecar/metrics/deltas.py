@@ -22,6 +22,8 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 
+from prometheus_client.utils import floatToGoString
+
 from exporter.sidecar import pacing
 from exporter.sidecar.metrics import gzip_members
 from exporter.sidecar.metrics.families import family
@@ -106,15 +108,11 @@ _CLOSE = '"} '
 
 
 def number(value: float) -> str:
-    """``value`` as the exposition formats spell it: ``repr`` for a finite number, and
-    ``+Inf``, ``-Inf`` or ``NaN`` (which the static part writes too) for the rest. A next run
-    time column can hold those (PostgreSQL's and SQLite's floats do), and a delta from one is
-    one of them."""
-    if math.isfinite(value):
-        return repr(value)
-    if math.isnan(value):
-        return "NaN"
-    return "+Inf" if value > 0 else "-Inf"
+    """``value`` as the exposition formats spell it: ``repr`` for a finite number (what the
+    fast path writes), and for the rest ``+Inf``, ``-Inf`` or ``NaN`` from the formatter the
+    static part uses. A next run time column can hold those (PostgreSQL's and SQLite's floats
+    do), and a delta from one is one of them."""
+    return repr(value) if math.isfinite(value) else floatToGoString(value)
 
 
 SLICE = 256
